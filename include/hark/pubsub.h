@@ -1,0 +1,188 @@
+/* hark PubSub: subscribers on one node or many receive messages by topic.
+ *
+ * The model follows Phoenix.PubSub. A subscriber is a caller-owned struct; it
+ * subscribes to exact topic strings (no patterns) with an optional metadata
+ * pointer. A broadcast hands every matching (subscriber, metadata) entry to a
+ * dispatcher, which decides what delivery means. The default dispatcher calls
+ * each subscriber's `on_message` callback and skips the sender in the `_from`
+ * variants.
+ *
+ * Threading: an instance belongs to the libuv loop it was created on, and
+ * every call must be made from that loop's thread.
+ *
+ * Delivery is at-most-once and synchronous for local subscribers: every
+ * dispatch has run when a broadcast call returns. */
+#ifndef HARK_PUBSUB_H
+#define HARK_PUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hark_pubsub hark_pubsub;
+typedef struct hark_subscriber hark_subscriber;
+
+/* Error codes returned as negative ints. */
+enum {
+  HARK_OK = 0,
+  HARK_EINVAL = -22,    /* an argument is invalid (empty name, pool size 0, ...) */
+  HARK_ENOMEM = -12,    /* out of memory; nothing was changed */
+  HARK_EEXIST = -17,    /* a name is already registered */
+  HARK_EADAPTER = -5,   /* the cluster adapter failed; local delivery was skipped */
+};
+
+/* Returns a static English description of a HARK_E* code. */
+const char *hark_strerror(int code);
+
+/* A message: an event name and a payload, both byte strings that need not be
+ * NUL-terminated. The pubsub layer never interprets them. `binary` is set when
+ * the payload is raw bytes rather than JSON text. The bytes are borrowed for
+ * the duration of the call that receives the message. */
+typedef struct hark_message {
+  const char *event;
+  size_t event_len;
+  const char *payload;
+  size_t payload_len;
+  int binary;
+} hark_message;
+
+/* Called by the default dispatcher for each delivery. `topic` is borrowed. */
+typedef void (*hark_message_cb)(hark_subscriber *sub, const char *topic, size_t topic_len,
+                                const hark_message *msg);
+
+/* A subscriber is allocated and owned by the caller, who fills in `on_message`
+ * and `data` before subscribing. It must stay valid until it has no
+ * subscriptions left: call hark_pubsub_unsubscribe_all before freeing it. */
+struct hark_subscriber {
+  hark_message_cb on_message;
+  void *data;
+  /* Private to the pubsub layer: the subscriber's subscriptions. */
+  void *internal_;
+};
+
+/* One matching subscription, as seen by a dispatcher. */
+typedef struct hark_dispatch_entry {
+  hark_subscriber *sub;
+  void *metadata;
+} hark_dispatch_entry;
+
+/* A dispatcher receives every matching entry of one registry partition in one
+ * call, so it can do per-broadcast work (such as encoding a frame) once per
+ * call rather than once per subscriber. `from` is the sender to skip, or NULL.
+ * The entry array is valid only during the call. A dispatcher may subscribe
+ * and unsubscribe (itself or others) during the call: entries removed during
+ * the call are still passed in this call, added ones are not. */
+typedef void (*hark_dispatch_fn)(void *ctx, const char *topic, size_t topic_len,
+                                 const hark_dispatch_entry *entries, size_t count,
+                                 const hark_subscriber *from, const hark_message *msg);
+
+/* A named dispatcher. Names travel between nodes, so every node registers the
+ * same dispatchers under the same names. The struct must outlive the instance
+ * it is registered with. */
+typedef struct hark_dispatcher {
+  const char *name;
+  hark_dispatch_fn dispatch;
+  void *ctx;
+} hark_dispatcher;
+
+/* The cluster adapter interface. An adapter sends broadcasts to the other
+ * nodes and, on receipt, calls hark_pubsub_local_dispatch on its own node.
+ * Every callback may be NULL except the two broadcasts. */
+typedef struct hark_pubsub_adapter {
+  const char *name;
+  void *ctx;
+  /* Delivers to every other node (not this one). Returns 0 or a HARK_E* code. */
+  int (*broadcast)(void *ctx, const char *topic, size_t topic_len, const hark_message *msg,
+                   const char *dispatcher_name);
+  /* Delivers to the node called `node_name`, which is never this node. An
+   * unknown node is not an error: the message is dropped and 0 returned. */
+  int (*direct_broadcast)(void *ctx, const char *node_name, const char *topic, size_t topic_len,
+                          const hark_message *msg, const char *dispatcher_name);
+  /* The first local subscription to a topic was made, or the last one removed,
+   * so an adapter may listen to only the topics this node needs. */
+  void (*topic_added)(void *ctx, const char *topic, size_t topic_len);
+  void (*topic_removed)(void *ctx, const char *topic, size_t topic_len);
+  /* Called once when the instance is destroyed. */
+  void (*destroy)(void *ctx);
+} hark_pubsub_adapter;
+
+typedef struct hark_pubsub_options {
+  const char *node_name;  /* required; copied */
+  unsigned pool_size;     /* registry partitions; 0 means 1 */
+  /* NULL means the local adapter: a node alone, for which broadcast reaches
+   * local subscribers only. The struct is copied. */
+  const hark_pubsub_adapter *adapter;
+} hark_pubsub_options;
+
+/* Creates an instance on `loop`. On success stores it in *out and returns 0;
+ * otherwise returns HARK_EINVAL or HARK_ENOMEM and leaves *out untouched. */
+int hark_pubsub_create(hark_pubsub **out, uv_loop_t *loop, const hark_pubsub_options *options);
+
+/* Destroys the instance and every subscription in it. Subscribers are not
+ * freed: they belong to their owners. Calls the adapter's destroy. */
+void hark_pubsub_destroy(hark_pubsub *ps);
+
+const char *hark_pubsub_node_name(const hark_pubsub *ps);
+uv_loop_t *hark_pubsub_loop(const hark_pubsub *ps);
+unsigned hark_pubsub_pool_size(const hark_pubsub *ps);
+
+/* Registers a dispatcher under its name. Returns HARK_EEXIST when the name is
+ * taken, HARK_EINVAL for a NULL or empty name. The default dispatcher is
+ * registered as "default" by create. */
+int hark_pubsub_register_dispatcher(hark_pubsub *ps, const hark_dispatcher *dispatcher);
+const hark_dispatcher *hark_pubsub_find_dispatcher(const hark_pubsub *ps, const char *name);
+
+/* Subscribes `sub` to `topic` with `metadata` (may be NULL). Subscribing twice
+ * makes two entries and two deliveries, as in Phoenix. Returns 0 or
+ * HARK_ENOMEM. */
+int hark_pubsub_subscribe(hark_pubsub *ps, hark_subscriber *sub, const char *topic,
+                          size_t topic_len, void *metadata);
+
+/* Removes every entry of `sub` for `topic`. Unknown topics are fine. */
+void hark_pubsub_unsubscribe(hark_pubsub *ps, hark_subscriber *sub, const char *topic,
+                             size_t topic_len);
+
+/* Removes every entry of `sub`, as when a subscriber exits. */
+void hark_pubsub_unsubscribe_all(hark_pubsub *ps, hark_subscriber *sub);
+
+/* Number of entries for a topic on this node. */
+size_t hark_pubsub_subscriber_count(const hark_pubsub *ps, const char *topic, size_t topic_len);
+
+/* The broadcast family. `dispatcher` may be NULL for the default one; it must
+ * be registered when an adapter is in use, so other nodes can find it by name.
+ *
+ * broadcast: to the other nodes through the adapter, then, only if that
+ *   succeeded, to local subscribers. Returns 0 or the adapter's error.
+ * broadcast_from: the same, skipping `from` locally.
+ * local_broadcast, local_broadcast_from: this node only; return 0.
+ * direct_broadcast: to the node named `node_name`. This node's own name
+ *   delivers locally; an unknown name delivers nothing and returns 0. */
+int hark_pubsub_broadcast(hark_pubsub *ps, const char *topic, size_t topic_len,
+                          const hark_message *msg, const hark_dispatcher *dispatcher);
+int hark_pubsub_broadcast_from(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
+                               size_t topic_len, const hark_message *msg,
+                               const hark_dispatcher *dispatcher);
+int hark_pubsub_local_broadcast(hark_pubsub *ps, const char *topic, size_t topic_len,
+                                const hark_message *msg, const hark_dispatcher *dispatcher);
+int hark_pubsub_local_broadcast_from(hark_pubsub *ps, const hark_subscriber *from,
+                                     const char *topic, size_t topic_len,
+                                     const hark_message *msg, const hark_dispatcher *dispatcher);
+int hark_pubsub_direct_broadcast(hark_pubsub *ps, const char *node_name, const char *topic,
+                                 size_t topic_len, const hark_message *msg,
+                                 const hark_dispatcher *dispatcher);
+
+/* For adapters: dispatches a message received from another node to local
+ * subscribers with the dispatcher registered under `dispatcher_name`. An
+ * unknown dispatcher name drops the message and returns HARK_EINVAL. */
+int hark_pubsub_local_dispatch(hark_pubsub *ps, const char *topic, size_t topic_len,
+                               const hark_message *msg, const char *dispatcher_name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
