@@ -1,0 +1,187 @@
+/* The HTTP API (/healthz, /api/broadcast) and the demo page's static files. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/json.h"
+#include "base/log.h"
+#include "server/conn.h"
+
+#define MAX_STATIC_FILE_BYTES (4 * 1024 * 1024)
+
+static int path_is(const char *path, size_t len, const char *expected) {
+  return strlen(expected) == len && memcmp(path, expected, len) == 0;
+}
+
+static void reply_bad_request(hark_conn *conn, const char *message) {
+  HARK_WARN("api_request_rejected", "conn=%llu peer=%s status=400 reason=\"%s\"",
+            (unsigned long long)conn->id, conn->peer, message);
+  hark_http_respond_error(conn, 400, message, NULL);
+}
+
+/* Reads the string member `key` of the request body into `out`. Returns 0, or
+ * -1 after answering 400. */
+static int body_string(hark_conn *conn, const char *key, hark_buf *out) {
+  const hark_buf *body = &conn->request->body;
+  const char *value;
+  size_t value_len;
+  char message[96];
+
+  int found = hark_json_object_get(body->data, body->len, key, &value, &value_len);
+  if (found == 0) {
+    snprintf(message, sizeof message, "missing field \"%s\"", key);
+    reply_bad_request(conn, message);
+    return -1;
+  }
+  if (value[0] != '"' || hark_json_decode_string(value, value_len, out) != 0) {
+    snprintf(message, sizeof message, "field \"%s\" must be a string", key);
+    reply_bad_request(conn, message);
+    return -1;
+  }
+  if (out->len == 0) {
+    snprintf(message, sizeof message, "field \"%s\" must not be empty", key);
+    reply_bad_request(conn, message);
+    return -1;
+  }
+  return 0;
+}
+
+/* POST /api/broadcast {"topic": string, "event": string, "payload": object}.
+ * The payload's bytes are forwarded as they arrived. */
+static void handle_broadcast(hark_conn *conn) {
+  const hark_buf *body = &conn->request->body;
+  const char *payload;
+  size_t payload_len;
+  if (hark_json_object_get(body->data, body->len, "payload", &payload, &payload_len) < 0) {
+    reply_bad_request(conn, "request body must be a JSON object");
+    return;
+  }
+
+  hark_buf topic = {0}, event = {0};
+  if (body_string(conn, "topic", &topic) != 0 || body_string(conn, "event", &event) != 0)
+    goto done;
+  int found = hark_json_object_get(body->data, body->len, "payload", &payload, &payload_len);
+  if (found == 0) {
+    reply_bad_request(conn, "missing field \"payload\"");
+    goto done;
+  }
+  if (payload[0] != '{') {
+    reply_bad_request(conn, "field \"payload\" must be a JSON object");
+    goto done;
+  }
+
+  hark_message msg = {.event = event.data, .event_len = event.len,
+                      .payload = payload, .payload_len = payload_len};
+  int rc = hark_pubsub_broadcast(conn->server->pubsub, topic.data, topic.len, &msg,
+                                 &conn->server->fastlane);
+  if (rc != 0) {
+    HARK_ERROR("broadcast_failed", "conn=%llu error=\"%s\"", (unsigned long long)conn->id,
+               hark_strerror(rc));
+    hark_http_respond_error(conn, 503, hark_strerror(rc), NULL);
+    goto done;
+  }
+  static const char ok[] = "{\"status\":\"ok\"}";
+  hark_http_respond(conn, 200, "application/json", ok, sizeof ok - 1, NULL);
+
+done:
+  hark_buf_free(&topic);
+  hark_buf_free(&event);
+}
+
+static const char *content_type_for(const char *name) {
+  const char *dot = strrchr(name, '.');
+  if (!dot) return "application/octet-stream";
+  if (strcmp(dot, ".html") == 0) return "text/html; charset=utf-8";
+  if (strcmp(dot, ".js") == 0 || strcmp(dot, ".mjs") == 0) return "text/javascript; charset=utf-8";
+  if (strcmp(dot, ".css") == 0) return "text/css; charset=utf-8";
+  if (strcmp(dot, ".svg") == 0) return "image/svg+xml";
+  if (strcmp(dot, ".png") == 0) return "image/png";
+  if (strcmp(dot, ".ico") == 0) return "image/x-icon";
+  return "application/octet-stream";
+}
+
+/* Answers with the contents of `file`. Reads the whole file per request: the
+ * demo page is a few small files, so no cache is kept. */
+static void send_file(hark_conn *conn, const char *file) {
+  FILE *f = fopen(file, "rb");
+  if (!f) {
+    HARK_WARN("static_file_missing", "conn=%llu path=\"%s\" error=\"%s\"",
+              (unsigned long long)conn->id, file, strerror(errno));
+    hark_http_respond_error(conn, 404, "not found", NULL);
+    return;
+  }
+
+  hark_buf data = {0};
+  char chunk[16384];
+  size_t n;
+  int too_big = 0;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    if (data.len + n > MAX_STATIC_FILE_BYTES || hark_buf_append(&data, chunk, n) != 0) {
+      too_big = 1;
+      break;
+    }
+  }
+  fclose(f);
+
+  if (too_big) hark_http_respond_error(conn, 500, "static file is too large", NULL);
+  else hark_http_respond(conn, 200, content_type_for(file), data.data ? data.data : "", data.len, NULL);
+  hark_buf_free(&data);
+}
+
+/* A name in the web root: letters, digits, '-', '_' and one inner '.', so no
+ * request can leave the folder. */
+static int static_name_valid(const char *name, size_t len) {
+  if (len == 0 || len > 64 || name[0] == '.') return 0;
+  int dots = 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = name[i];
+    if (c == '.') dots++;
+    else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_'))
+      return 0;
+  }
+  return dots == 1 && name[len - 1] != '.';
+}
+
+static int method_allowed(hark_conn *conn, int method, int allowed, const char *allow_header) {
+  if (method == allowed || (allowed == HTTP_GET && method == HTTP_HEAD)) return 1;
+  HARK_WARN("api_request_rejected", "conn=%llu peer=%s status=405 method=%s",
+            (unsigned long long)conn->id, conn->peer, llhttp_method_name((llhttp_method_t)method));
+  hark_http_respond_error(conn, 405, "method not allowed", allow_header);
+  return 0;
+}
+
+static void serve_static(hark_conn *conn, const char *path, size_t len) {
+  const hark_server_config *config = &conn->server->config;
+  char file[1024];
+  if (path_is(path, len, "/")) {
+    snprintf(file, sizeof file, "%s/index.html", config->web_root);
+  } else if (path_is(path, len, "/assets/phoenix.mjs")) {
+    snprintf(file, sizeof file, "%s", config->phoenix_js);
+  } else {
+    snprintf(file, sizeof file, "%s/%.*s", config->web_root, (int)len - 1, path + 1);
+  }
+  send_file(conn, file);
+}
+
+int hark_api_route(hark_conn *conn, int method, const char *path, size_t len) {
+  if (path_is(path, len, "/healthz")) {
+    if (method_allowed(conn, method, HTTP_GET, "Allow: GET, HEAD\r\n")) {
+      static const char ok[] = "{\"status\":\"ok\"}";
+      hark_http_respond(conn, 200, "application/json", ok, sizeof ok - 1, NULL);
+    }
+    return 1;
+  }
+
+  if (path_is(path, len, "/api/broadcast")) {
+    if (method_allowed(conn, method, HTTP_POST, "Allow: POST\r\n")) handle_broadcast(conn);
+    return 1;
+  }
+
+  int is_static = path_is(path, len, "/") || path_is(path, len, "/assets/phoenix.mjs") ||
+                  (len > 1 && static_name_valid(path + 1, len - 1));
+  if (!is_static || !conn->server->config.web_root) return 0;
+  if (method_allowed(conn, method, HTTP_GET, "Allow: GET, HEAD\r\n")) serve_static(conn, path, len);
+  return 1;
+}

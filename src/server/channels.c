@@ -1,0 +1,324 @@
+/* Phoenix Channels over a WebSocket: routing of each client message, joins
+ * and leaves, and the fastlane dispatcher that encodes a broadcast once per
+ * serializer and writes the same bytes to every subscribed socket. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "server/conn.h"
+
+static const hark_span null_token = {"null", 4};
+static const hark_span empty_object = {"{}", 2};
+
+static hark_span span_of(const char *s) { return (hark_span){s, strlen(s)}; }
+
+static int span_eq(hark_span a, const char *s) {
+  return a.len == strlen(s) && memcmp(a.ptr, s, a.len) == 0;
+}
+
+static int is_null(hark_span token) { return span_eq(token, "null"); }
+
+/* Wraps a JSON text in a WebSocket frame and queues it on `conn`. */
+static void send_frame(hark_conn *conn, int opcode, const hark_buf *body) {
+  uint8_t header[10];
+  size_t header_len = hark_ws_encode_header(header, opcode, body->len);
+  hark_shared_bytes *frame = hark_shared_bytes_new(header_len + body->len);
+  if (!frame) {
+    HARK_ERROR("out_of_memory", "conn=%llu what=frame", (unsigned long long)conn->id);
+    return;
+  }
+  memcpy(frame->data, header, header_len);
+  memcpy(frame->data + header_len, body->data, body->len);
+  hark_conn_send(conn, frame);
+}
+
+static void send_reply(hark_conn *conn, hark_span join_ref, hark_span ref, hark_span topic,
+                       const char *status, hark_span response) {
+  hark_buf body = {0};
+  if (hark_channel_encode_reply(&body, conn->serializer, join_ref, ref, topic, status, response) == 0)
+    send_frame(conn, HARK_WS_OP_TEXT, &body);
+  hark_buf_free(&body);
+}
+
+/* Sends an error reply whose response is {"reason": reason}. */
+static void send_error(hark_conn *conn, hark_span join_ref, hark_span ref, hark_span topic,
+                       const char *reason) {
+  hark_buf response = {0};
+  if (hark_buf_append_str(&response, "{\"reason\":") == 0 &&
+      hark_json_append_string(&response, reason, strlen(reason)) == 0 &&
+      hark_buf_append_byte(&response, '}') == 0)
+    send_reply(conn, join_ref, ref, topic, "error",
+               (hark_span){response.data, response.len});
+  hark_buf_free(&response);
+}
+
+static void send_message(hark_conn *conn, hark_span join_ref, hark_span ref, hark_span topic,
+                         const char *event, hark_span payload) {
+  hark_buf body = {0};
+  if (hark_channel_encode(&body, conn->serializer, join_ref, ref, topic, span_of(event), payload) == 0)
+    send_frame(conn, HARK_WS_OP_TEXT, &body);
+  hark_buf_free(&body);
+}
+
+static hark_channel *find_channel(hark_conn *conn, hark_span topic) {
+  for (hark_channel *ch = conn->channels; ch; ch = ch->next)
+    if (ch->topic_len == topic.len && memcmp(ch->topic, topic.ptr, topic.len) == 0) return ch;
+  return NULL;
+}
+
+static hark_span channel_join_ref(const hark_channel *ch) {
+  return (hark_span){ch->join_ref, ch->join_ref_len};
+}
+
+/* Unsubscribes and frees a channel. */
+static void channel_remove(hark_conn *conn, hark_channel *ch) {
+  hark_pubsub_unsubscribe_all(conn->server->pubsub, &ch->sub);
+  if (ch->prev) ch->prev->next = ch->next;
+  else conn->channels = ch->next;
+  if (ch->next) ch->next->prev = ch->prev;
+  conn->channel_count--;
+  free(ch->join_ref);
+  free(ch);
+}
+
+static hark_channel *channel_add(hark_conn *conn, hark_span topic, hark_span join_ref) {
+  hark_channel *ch = calloc(1, sizeof *ch + topic.len + 1);
+  if (!ch) return NULL;
+  ch->join_ref = malloc(join_ref.len);
+  if (!ch->join_ref) {
+    free(ch);
+    return NULL;
+  }
+  memcpy(ch->join_ref, join_ref.ptr, join_ref.len);
+  ch->join_ref_len = join_ref.len;
+  memcpy(ch->topic, topic.ptr, topic.len);
+  ch->topic_len = topic.len;
+  ch->conn = conn;
+  ch->sub.data = ch;
+
+  if (hark_pubsub_subscribe(conn->server->pubsub, &ch->sub, ch->topic, ch->topic_len, ch) != 0) {
+    free(ch->join_ref);
+    free(ch);
+    return NULL;
+  }
+  ch->next = conn->channels;
+  if (conn->channels) conn->channels->prev = ch;
+  conn->channels = ch;
+  conn->channel_count++;
+  return ch;
+}
+
+static hark_socket_info socket_info(const hark_conn *conn) {
+  return (hark_socket_info){.id = conn->id, .peer = conn->peer};
+}
+
+static void log_topic_event(const char *what, hark_conn *conn, hark_span topic, const char *detail) {
+  char quoted[160];
+  hark_log_quote(quoted, sizeof quoted, topic.ptr, topic.len);
+  HARK_INFO(what, "conn=%llu peer=%s topic=%s reason=\"%s\"", (unsigned long long)conn->id,
+            conn->peer, quoted, detail);
+}
+
+/* phx_join. A join on a topic that already has a channel replaces it: the
+ * new join is answered first, then the old channel gets phx_close with its
+ * own join_ref, so the client can tell the two apart. */
+static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
+  hark_channel *existing = find_channel(conn, msg->topic);
+  /* V1 clients may send no join_ref; the join's ref then identifies it. */
+  hark_span join_ref = is_null(msg->join_ref) ? msg->ref : msg->join_ref;
+
+  unsigned others = conn->channel_count - (existing ? 1 : 0);
+  if (others >= conn->server->config.max_channels) {
+    log_topic_event("join_rejected", conn, msg->topic, "too many channels joined");
+    send_error(conn, join_ref, msg->ref, msg->topic, "too many channels joined");
+    return;
+  }
+
+  const hark_channel_policy *policy = &conn->server->config.policy;
+  const char *reason = "unauthorized";
+  hark_socket_info info = socket_info(conn);
+  if (policy->authorize_join &&
+      policy->authorize_join(policy->ctx, &info, msg->topic.ptr, msg->topic.len, msg->payload.ptr,
+                             msg->payload.len, &reason) != 0) {
+    log_topic_event("join_rejected", conn, msg->topic, reason);
+    send_error(conn, join_ref, msg->ref, msg->topic, reason);
+    return;
+  }
+
+  hark_span old_join_ref = {0};
+  char *old_join_ref_copy = NULL;
+  if (existing) {
+    old_join_ref_copy = malloc(existing->join_ref_len);
+    if (old_join_ref_copy) memcpy(old_join_ref_copy, existing->join_ref, existing->join_ref_len);
+    old_join_ref = (hark_span){old_join_ref_copy, existing->join_ref_len};
+    channel_remove(conn, existing);
+  }
+
+  if (!channel_add(conn, msg->topic, join_ref)) {
+    HARK_ERROR("out_of_memory", "conn=%llu what=channel", (unsigned long long)conn->id);
+    send_error(conn, join_ref, msg->ref, msg->topic, "join failed");
+  } else {
+    send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
+  }
+
+  if (existing && old_join_ref_copy)
+    send_message(conn, old_join_ref, old_join_ref, msg->topic, "phx_close", empty_object);
+  free(old_join_ref_copy);
+}
+
+/* phx_leave on a joined topic: ok, then phx_close, both with the channel's
+ * join_ref. */
+static void handle_leave(hark_conn *conn, hark_channel *ch, const hark_channel_msg *msg) {
+  hark_span join_ref = channel_join_ref(ch);
+  send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
+  send_message(conn, join_ref, join_ref, msg->topic, "phx_close", empty_object);
+  channel_remove(conn, ch);
+}
+
+/* Any other event on a joined topic is published to the topic's other
+ * subscribers, and the sender gets an ok reply. */
+static void handle_publish(hark_conn *conn, hark_channel *ch, const hark_channel_msg *msg) {
+  hark_span join_ref = channel_join_ref(ch);
+  if (msg->event.len >= 4 && memcmp(msg->event.ptr, "phx_", 4) == 0) {
+    send_error(conn, join_ref, msg->ref, msg->topic, "reserved event");
+    return;
+  }
+  if (!msg->binary && (msg->payload.len == 0 || msg->payload.ptr[0] != '{')) {
+    send_error(conn, join_ref, msg->ref, msg->topic, "payload must be a JSON object");
+    return;
+  }
+
+  const hark_channel_policy *policy = &conn->server->config.policy;
+  const char *reason = "unauthorized";
+  hark_socket_info info = socket_info(conn);
+  if (policy->authorize_publish &&
+      policy->authorize_publish(policy->ctx, &info, msg->topic.ptr, msg->topic.len,
+                                msg->event.ptr, msg->event.len, &reason) != 0) {
+    log_topic_event("publish_rejected", conn, msg->topic, reason);
+    send_error(conn, join_ref, msg->ref, msg->topic, reason);
+    return;
+  }
+
+  hark_message out = {.event = msg->event.ptr, .event_len = msg->event.len,
+                      .payload = msg->payload.ptr, .payload_len = msg->payload.len,
+                      .binary = msg->binary};
+  int rc = hark_pubsub_broadcast_from(conn->server->pubsub, &ch->sub, ch->topic, ch->topic_len,
+                                      &out, &conn->server->fastlane);
+  if (rc != 0) {
+    send_error(conn, join_ref, msg->ref, msg->topic, "broadcast failed");
+    return;
+  }
+  send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
+}
+
+/* Routes one decoded message, following the order in which the Phoenix
+ * socket layer checks the cases. */
+static void route(hark_conn *conn, const hark_channel_msg *msg) {
+  int is_join = span_eq(msg->event, "phx_join");
+  int is_leave = span_eq(msg->event, "phx_leave");
+
+  if (span_eq(msg->topic, "phoenix") && span_eq(msg->event, "heartbeat")) {
+    send_reply(conn, null_token, msg->ref, msg->topic, "ok", empty_object);
+    return;
+  }
+  if (is_join) {
+    handle_join(conn, msg);
+    return;
+  }
+
+  hark_channel *ch = find_channel(conn, msg->topic);
+  if (!ch) {
+    if (is_leave) send_reply(conn, msg->join_ref, msg->ref, msg->topic, "ok", empty_object);
+    else send_error(conn, null_token, msg->ref, msg->topic, "unmatched topic");
+    return;
+  }
+
+  /* A message for an earlier join of this topic is stale: drop it. */
+  if (!is_null(msg->join_ref) &&
+      (msg->join_ref.len != ch->join_ref_len || memcmp(msg->join_ref.ptr, ch->join_ref, ch->join_ref_len) != 0)) {
+    HARK_DEBUG("stale_message_dropped", "conn=%llu", (unsigned long long)conn->id);
+    return;
+  }
+  if (is_leave) handle_leave(conn, ch, msg);
+  else handle_publish(conn, ch, msg);
+}
+
+void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t len) {
+  hark_channel_msg msg;
+  if (hark_channel_decode(&conn->decoder, conn->serializer, binary, data, len, &msg) != 0) {
+    const char *error = conn->decoder.error ? conn->decoder.error : "invalid message";
+    HARK_WARN("invalid_channel_message", "conn=%llu peer=%s binary=%d reason=\"%s\"",
+              (unsigned long long)conn->id, conn->peer, binary, error);
+    uint16_t code = binary && conn->serializer == HARK_SERIALIZER_V1 ? HARK_WS_CLOSE_UNSUPPORTED_DATA
+                                                                     : HARK_WS_CLOSE_INVALID_PAYLOAD;
+    hark_ws_close(conn, code, error);
+    return;
+  }
+  route(conn, &msg);
+}
+
+void hark_channels_leave_all(hark_conn *conn) {
+  while (conn->channels) channel_remove(conn, conn->channels);
+}
+
+/* Encodes one broadcast for one kind of socket. kind 0: V1 text, 1: V2 text,
+ * 2: V2 binary. Returns a frame with one reference, or NULL. */
+static hark_shared_bytes *encode_broadcast(int kind, const char *topic, size_t topic_len,
+                                           const hark_message *msg) {
+  hark_buf body = {0};
+  hark_span t = {topic, topic_len}, e = {msg->event, msg->event_len},
+            p = {msg->payload, msg->payload_len};
+  int rc = kind == 2 ? hark_channel_encode_binary_broadcast(&body, t, e, p)
+                     : hark_channel_encode(&body, kind == 0 ? HARK_SERIALIZER_V1 : HARK_SERIALIZER_V2,
+                                           null_token, null_token, t, e, p);
+  hark_shared_bytes *frame = NULL;
+  if (rc == 0) {
+    uint8_t header[10];
+    size_t header_len = hark_ws_encode_header(header, kind == 2 ? HARK_WS_OP_BINARY : HARK_WS_OP_TEXT,
+                                              body.len);
+    frame = hark_shared_bytes_new(header_len + body.len);
+    if (frame) {
+      memcpy(frame->data, header, header_len);
+      memcpy(frame->data + header_len, body.data, body.len);
+    }
+  }
+  hark_buf_free(&body);
+  return frame;
+}
+
+/* The fastlane: every subscriber here is a channel (its metadata). The frame
+ * for each serializer is encoded at most once per call and the same bytes are
+ * queued on every socket. V1 sockets cannot receive binary payloads and are
+ * skipped for them. */
+static void fastlane_dispatch(void *ctx, const char *topic, size_t topic_len,
+                              const hark_dispatch_entry *entries, size_t count,
+                              const hark_subscriber *from, const hark_message *msg) {
+  (void)ctx;
+  hark_shared_bytes *frames[3] = {NULL, NULL, NULL};
+  int tried[3] = {0, 0, 0};
+
+  for (size_t i = 0; i < count; i++) {
+    if (entries[i].sub == from) continue;
+    hark_channel *ch = entries[i].metadata;
+    hark_conn *conn = ch->conn;
+    int kind = msg->binary ? 2 : (conn->serializer == HARK_SERIALIZER_V1 ? 0 : 1);
+    if (msg->binary && conn->serializer == HARK_SERIALIZER_V1) continue;
+
+    if (!tried[kind]) {
+      tried[kind] = 1;
+      frames[kind] = encode_broadcast(kind, topic, topic_len, msg);
+      if (!frames[kind])
+        HARK_ERROR("broadcast_encode_failed", "kind=%d topic_bytes=%zu", kind, topic_len);
+    }
+    if (frames[kind]) hark_conn_send(conn, hark_shared_bytes_ref(frames[kind]));
+  }
+
+  for (int k = 0; k < 3; k++) hark_shared_bytes_unref(frames[k]);
+}
+
+void hark_channels_init_dispatcher(hark_server *server) {
+  server->fastlane.name = "hark.channels.fastlane";
+  server->fastlane.dispatch = fastlane_dispatch;
+  server->fastlane.ctx = server;
+  hark_pubsub_register_dispatcher(server->pubsub, &server->fastlane);
+}

@@ -1,0 +1,158 @@
+/* Internal types shared by the server's modules: one hark_conn per accepted
+ * TCP connection, which starts as HTTP and may be upgraded to a WebSocket. */
+#ifndef HARK_SERVER_CONN_H
+#define HARK_SERVER_CONN_H
+
+#include <llhttp.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "base/buf.h"
+#include "hark/pubsub.h"
+#include "server/channel_codec.h"
+#include "server/server.h"
+#include "server/ws_frame.h"
+
+#define HARK_HTTP_MAX_HEADERS 64
+
+typedef enum hark_conn_state {
+  HARK_CONN_HTTP,      /* reading HTTP requests */
+  HARK_CONN_WS,        /* an open WebSocket */
+  HARK_CONN_CLOSING,   /* no more input is read; output is flushed, then closed */
+} hark_conn_state;
+
+typedef struct hark_http_header {
+  uint32_t name_off, name_len, value_off, value_len; /* offsets into request.text */
+} hark_http_header;
+
+/* The request being parsed. Freed (reset) after each response. */
+typedef struct hark_http_request {
+  llhttp_t parser;
+  hark_buf text;               /* URL and header bytes; header spans index into it */
+  hark_buf body;
+  uint32_t url_len;            /* the URL is text[0, url_len) */
+  hark_http_header headers[HARK_HTTP_MAX_HEADERS];
+  unsigned header_count;
+  int in_value;                /* the parser is inside a header value */
+  int complete;                /* on_message_complete ran */
+  int error_status;            /* set by a callback that rejected the request */
+  const char *error_text;
+} hark_http_request;
+
+typedef struct hark_channel hark_channel;
+
+typedef struct hark_conn {
+  uv_tcp_t tcp;                 /* first member: the handle's address is the conn's */
+  hark_server *server;
+  uint64_t id;
+  hark_conn_state state;
+  char peer[64];
+  uint64_t last_read_ms;
+
+  struct hark_conn *prev, *next;         /* the server's list of connections */
+  struct hark_conn *dirty_next;          /* the server's list of conns with output */
+  int dirty;
+
+  hark_buf input;                        /* unparsed bytes kept between reads */
+
+  /* HTTP state; NULL once upgraded. */
+  hark_http_request *request;
+  int close_after_response;
+
+  /* WebSocket state. */
+  hark_ws_parser ws;
+  hark_serializer serializer;
+  hark_channel_decoder decoder;
+  hark_channel *channels;                /* doubly linked list of joined channels */
+  unsigned channel_count;
+
+  /* Output: frames waiting to be written, and frames handed to uv_write. */
+  hark_shared_bytes **pending;
+  size_t pending_count, pending_cap;
+  size_t pending_bytes;
+  uv_write_t write_req;
+  hark_shared_bytes **inflight;
+  size_t inflight_count, inflight_cap;
+  int writing;
+  int shutdown_after_write;              /* half-close once output is written */
+  int closed;                            /* uv_close was called */
+  int overflowed;                        /* output limit hit; closed at the next flush */
+} hark_conn;
+
+/* A channel: one joined topic of one socket. It is the pubsub subscriber and
+ * is its own subscription metadata, so the fastlane dispatcher finds the
+ * socket and serializer directly. */
+struct hark_channel {
+  hark_subscriber sub;
+  hark_conn *conn;
+  hark_channel *prev, *next;
+  char *join_ref;               /* JSON token, owned */
+  size_t join_ref_len;
+  size_t topic_len;
+  char topic[];                 /* owned, NUL-terminated */
+};
+
+struct hark_server {
+  uv_loop_t *loop;
+  hark_pubsub *pubsub;
+  hark_server_config config;
+  uv_tcp_t listener;
+  int listening;
+  int port;
+  uv_prepare_t flusher;                  /* writes queued output before the loop polls */
+  uv_timer_t sweeper;                    /* closes idle sockets */
+  uv_timer_t shutdown_timer;
+  hark_conn *conns;
+  hark_conn *dirty;
+  uint64_t next_conn_id;
+  size_t conn_count;
+  llhttp_settings_t http_settings;
+  hark_dispatcher fastlane;
+  char read_buffer[65536];               /* shared by every read callback */
+  int shutting_down;
+  void (*shutdown_done)(hark_server *server, void *arg);
+  void *shutdown_arg;
+};
+
+uint64_t hark_now_ms(const hark_server *server);
+
+/* Output. hark_conn_send takes over one reference to `bytes`. */
+void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes);
+int hark_conn_send_copy(hark_conn *conn, const void *data, size_t len);
+/* Stops reading, lets queued output drain, then closes the connection. */
+void hark_conn_finish(hark_conn *conn);
+/* Closes at once, dropping queued output. */
+void hark_conn_abort(hark_conn *conn);
+
+/* HTTP (http.c). */
+void hark_http_settings_init(llhttp_settings_t *settings);
+int hark_http_start(hark_conn *conn);
+void hark_http_free(hark_conn *conn);
+void hark_http_on_data(hark_conn *conn, char *data, size_t len);
+int hark_http_respond(hark_conn *conn, int status, const char *content_type, const char *body,
+                      size_t body_len, const char *extra_headers);
+int hark_http_respond_error(hark_conn *conn, int status, const char *message,
+                            const char *extra_headers);
+const char *hark_http_header_get(const hark_http_request *request, const char *name,
+                                 size_t *len);
+
+/* The HTTP API and static files (api.c); returns 1 when a route matched. */
+int hark_api_route(hark_conn *conn, int method, const char *path, size_t path_len);
+
+/* WebSocket (websocket.c). */
+void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const char *query,
+                     size_t query_len, char *rest, size_t rest_len);
+void hark_ws_on_data(hark_conn *conn, char *data, size_t len);
+/* Sends a close frame with `code` and `reason` and finishes the connection. */
+void hark_ws_close(hark_conn *conn, uint16_t code, const char *reason);
+
+/* Channels (channels.c). */
+void hark_channels_init_dispatcher(hark_server *server);
+void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t len);
+void hark_channels_leave_all(hark_conn *conn);
+
+/* Query strings (query.c). Finds `key` and appends its percent-decoded value
+ * to `out`. Returns 1 when found, 0 when absent. Empty pairs are skipped. */
+int hark_query_get(const char *query, size_t len, const char *key, hark_buf *out);
+
+#endif

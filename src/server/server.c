@@ -1,0 +1,449 @@
+/* Connection management: accept, read, batched writes, idle sweeps and the
+ * graceful shutdown. Protocol handling lives in http.c, websocket.c and
+ * channels.c. */
+#include "server/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "server/conn.h"
+
+#define SHUTDOWN_GRACE_MS 3000
+
+void hark_server_config_defaults(hark_server_config *config) {
+  memset(config, 0, sizeof *config);
+  config->host = "127.0.0.1";
+  config->port = 4000;
+  config->max_message_bytes = 1024 * 1024;
+  config->idle_timeout_ms = 60000;
+  config->max_channels = 100;
+  config->max_header_bytes = 16 * 1024;
+  config->max_body_bytes = 1024 * 1024;
+  config->max_output_bytes = 16 * 1024 * 1024;
+}
+
+uint64_t hark_now_ms(const hark_server *server) { return uv_now(server->loop); }
+
+static void conn_list_remove(hark_server *server, hark_conn *conn) {
+  if (conn->prev) conn->prev->next = conn->next;
+  else server->conns = conn->next;
+  if (conn->next) conn->next->prev = conn->prev;
+  conn->prev = conn->next = NULL;
+}
+
+static void dirty_list_remove(hark_server *server, hark_conn *conn) {
+  hark_conn **link = &server->dirty;
+  while (*link && *link != conn) link = &(*link)->dirty_next;
+  if (*link) *link = conn->dirty_next;
+  conn->dirty = 0;
+}
+
+static void release_frames(hark_shared_bytes **frames, size_t count) {
+  for (size_t i = 0; i < count; i++) hark_shared_bytes_unref(frames[i]);
+}
+
+static void maybe_finish_shutdown(hark_server *server) {
+  if (!server->shutting_down || server->conn_count > 0 || !server->shutdown_done) return;
+
+  void (*done)(hark_server *, void *) = server->shutdown_done;
+  server->shutdown_done = NULL;
+  uv_timer_stop(&server->shutdown_timer);
+  HARK_INFO("shutdown_complete", "connections=0");
+  done(server, server->shutdown_arg);
+}
+
+/* The last step of a connection's life: everything it owns is freed here. */
+static void on_conn_closed(uv_handle_t *handle) {
+  hark_conn *conn = (hark_conn *)handle;
+  hark_server *server = conn->server;
+
+  if (conn->dirty) dirty_list_remove(server, conn);
+  release_frames(conn->pending, conn->pending_count);
+  release_frames(conn->inflight, conn->inflight_count);
+  free(conn->pending);
+  free(conn->inflight);
+  hark_buf_free(&conn->input);
+  hark_ws_parser_free(&conn->ws);
+  hark_channel_decoder_free(&conn->decoder);
+  free(conn);
+
+  server->conn_count--;
+  maybe_finish_shutdown(server);
+}
+
+void hark_conn_abort(hark_conn *conn) {
+  if (conn->closed) return;
+  conn->closed = 1;
+  conn->state = HARK_CONN_CLOSING;
+
+  HARK_DEBUG("connection_closed", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
+  hark_channels_leave_all(conn);
+  hark_http_free(conn);
+  conn_list_remove(conn->server, conn);
+  uv_read_stop((uv_stream_t *)&conn->tcp);
+  uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
+}
+
+static void on_shutdown_written(uv_shutdown_t *req, int status) {
+  hark_conn *conn = req->data;
+  (void)status;
+  free(req);
+  hark_conn_abort(conn);
+}
+
+static void half_close(hark_conn *conn) {
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req || uv_shutdown(req, (uv_stream_t *)&conn->tcp, on_shutdown_written) != 0) {
+    free(req);
+    hark_conn_abort(conn);
+    return;
+  }
+  req->data = conn;
+}
+
+void hark_conn_finish(hark_conn *conn) {
+  if (conn->closed) return;
+  conn->state = HARK_CONN_CLOSING;
+  uv_read_stop((uv_stream_t *)&conn->tcp);
+  hark_channels_leave_all(conn);
+
+  /* Close now if nothing is queued; otherwise the write path does it. */
+  conn->shutdown_after_write = 1;
+  if (!conn->writing && conn->pending_count == 0 && !conn->dirty) half_close(conn);
+}
+
+static void mark_dirty(hark_conn *conn) {
+  if (conn->dirty) return;
+  conn->dirty = 1;
+  conn->dirty_next = conn->server->dirty;
+  conn->server->dirty = conn;
+}
+
+void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes) {
+  if (conn->closed || conn->shutdown_after_write) {
+    hark_shared_bytes_unref(bytes);
+    return;
+  }
+
+  /* A socket that does not read what it is sent is closed rather than
+   * allowed to hold unbounded memory. The close waits for the next flush, so
+   * a dispatcher that is looping over subscribers never sees a channel freed
+   * under it. */
+  if (conn->overflowed || conn->pending_bytes + bytes->len > conn->server->config.max_output_bytes) {
+    hark_shared_bytes_unref(bytes);
+    if (!conn->overflowed)
+      HARK_WARN("slow_consumer_closed", "conn=%llu peer=%s queued_bytes=%zu",
+                (unsigned long long)conn->id, conn->peer, conn->pending_bytes);
+    conn->overflowed = 1;
+    mark_dirty(conn);
+    return;
+  }
+
+  if (conn->pending_count == conn->pending_cap) {
+    size_t cap = conn->pending_cap ? conn->pending_cap * 2 : 4;
+    hark_shared_bytes **grown = realloc(conn->pending, cap * sizeof *grown);
+    if (!grown) {
+      hark_shared_bytes_unref(bytes);
+      HARK_ERROR("out_of_memory", "conn=%llu what=output_queue", (unsigned long long)conn->id);
+      conn->overflowed = 1;
+      mark_dirty(conn);
+      return;
+    }
+    conn->pending = grown;
+    conn->pending_cap = cap;
+  }
+
+  conn->pending[conn->pending_count++] = bytes;
+  conn->pending_bytes += bytes->len;
+  mark_dirty(conn);
+}
+
+int hark_conn_send_copy(hark_conn *conn, const void *data, size_t len) {
+  hark_shared_bytes *bytes = hark_shared_bytes_new(len);
+  if (!bytes) return -1;
+  memcpy(bytes->data, data, len);
+  hark_conn_send(conn, bytes);
+  return 0;
+}
+
+static void flush_conn(hark_conn *conn);
+
+static void on_written(uv_write_t *req, int status) {
+  hark_conn *conn = req->data;
+  release_frames(conn->inflight, conn->inflight_count);
+  conn->inflight_count = 0;
+  conn->writing = 0;
+  if (conn->closed) return;
+
+  if (status < 0) {
+    HARK_DEBUG("write_failed", "conn=%llu error=%s", (unsigned long long)conn->id,
+               uv_err_name(status));
+    hark_conn_abort(conn);
+    return;
+  }
+  flush_conn(conn);
+}
+
+/* Hands every queued frame of `conn` to one uv_write (one writev). */
+static void flush_conn(hark_conn *conn) {
+  if (conn->closed) return;
+  if (conn->overflowed) {
+    hark_conn_abort(conn);
+    return;
+  }
+  if (conn->writing) return;
+  if (conn->pending_count == 0) {
+    if (conn->shutdown_after_write) half_close(conn);
+    return;
+  }
+
+  uv_buf_t stack_bufs[64];
+  uv_buf_t *bufs = stack_bufs;
+  if (conn->pending_count > 64) {
+    bufs = malloc(conn->pending_count * sizeof *bufs);
+    if (!bufs) {
+      hark_conn_abort(conn);
+      return;
+    }
+  }
+  for (size_t i = 0; i < conn->pending_count; i++)
+    bufs[i] = uv_buf_init(conn->pending[i]->data, (unsigned)conn->pending[i]->len);
+
+  /* The pending and in-flight arrays swap roles, so no frame is copied. */
+  hark_shared_bytes **spare = conn->inflight;
+  size_t spare_cap = conn->inflight_cap;
+  conn->inflight = conn->pending;
+  conn->inflight_cap = conn->pending_cap;
+  conn->inflight_count = conn->pending_count;
+  conn->pending = spare;
+  conn->pending_cap = spare_cap;
+  conn->pending_count = 0;
+  conn->pending_bytes = 0;
+
+  conn->writing = 1;
+  conn->write_req.data = conn;
+  int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs,
+                    (unsigned)conn->inflight_count, on_written);
+  if (bufs != stack_bufs) free(bufs);
+  if (rc != 0) {
+    conn->writing = 0;
+    HARK_DEBUG("write_failed", "conn=%llu error=%s", (unsigned long long)conn->id, uv_err_name(rc));
+    hark_conn_abort(conn);
+  }
+}
+
+/* Runs once per loop iteration, before the loop blocks: each socket with
+ * queued frames gets at most one writev. */
+static void on_flush(uv_prepare_t *handle) {
+  hark_server *server = handle->data;
+  while (server->dirty) {
+    hark_conn *conn = server->dirty;
+    server->dirty = conn->dirty_next;
+    conn->dirty = 0;
+    conn->dirty_next = NULL;
+    flush_conn(conn);
+  }
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  hark_conn *conn = (hark_conn *)handle;
+  (void)suggested;
+  *buf = uv_buf_init(conn->server->read_buffer, sizeof conn->server->read_buffer);
+}
+
+/* Input is parsed straight from the server's shared read buffer. Only the
+ * bytes of an incomplete request or frame are copied into conn->input, so an
+ * idle connection holds no read buffer. */
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  hark_conn *conn = (hark_conn *)stream;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread != UV_EOF)
+      HARK_DEBUG("read_failed", "conn=%llu error=%s", (unsigned long long)conn->id,
+                 uv_err_name((int)nread));
+    hark_conn_abort(conn);
+    return;
+  }
+
+  conn->last_read_ms = hark_now_ms(conn->server);
+  char *data = buf->base;
+  size_t len = (size_t)nread;
+  if (conn->input.len > 0) {
+    if (hark_buf_append(&conn->input, data, len) != 0) {
+      HARK_ERROR("out_of_memory", "conn=%llu what=input", (unsigned long long)conn->id);
+      hark_conn_abort(conn);
+      return;
+    }
+    data = conn->input.data;
+    len = conn->input.len;
+  }
+
+  if (conn->state == HARK_CONN_HTTP) hark_http_on_data(conn, data, len);
+  else if (conn->state == HARK_CONN_WS) hark_ws_on_data(conn, data, len);
+}
+
+static void format_peer(hark_conn *conn) {
+  struct sockaddr_storage addr;
+  int len = sizeof addr;
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &len) == 0) {
+    if (addr.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
+      uv_ip6_name(a6, host, sizeof host);
+      port = ntohs(a6->sin6_port);
+    } else {
+      struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
+      uv_ip4_name(a4, host, sizeof host);
+      port = ntohs(a4->sin_port);
+    }
+  }
+  snprintf(conn->peer, sizeof conn->peer, "%s:%d", host, port);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  hark_server *server = listener->data;
+  if (status < 0) {
+    HARK_WARN("accept_failed", "error=%s", uv_err_name(status));
+    return;
+  }
+
+  hark_conn *conn = calloc(1, sizeof *conn);
+  if (!conn) {
+    HARK_ERROR("out_of_memory", "what=connection");
+    return;
+  }
+  conn->server = server;
+  conn->id = ++server->next_conn_id;
+  uv_tcp_init(server->loop, &conn->tcp);
+  server->conn_count++;
+  conn->next = server->conns;
+  if (server->conns) server->conns->prev = conn;
+  server->conns = conn;
+
+  if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 || hark_http_start(conn) != 0) {
+    hark_conn_abort(conn);
+    return;
+  }
+  uv_tcp_nodelay(&conn->tcp, 1);
+  format_peer(conn);
+  conn->last_read_ms = hark_now_ms(server);
+  HARK_DEBUG("connection_opened", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
+  uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+}
+
+/* Closes WebSockets that have sent nothing for idle_timeout_ms, and HTTP
+ * connections idle for as long (keep-alive or a stalled request). */
+static void on_sweep(uv_timer_t *timer) {
+  hark_server *server = timer->data;
+  uint64_t now = hark_now_ms(server);
+  hark_conn *conn = server->conns;
+  while (conn) {
+    hark_conn *next = conn->next;
+    if (conn->state != HARK_CONN_CLOSING && now - conn->last_read_ms >= server->config.idle_timeout_ms) {
+      HARK_INFO("idle_timeout", "conn=%llu peer=%s idle_ms=%llu", (unsigned long long)conn->id,
+                conn->peer, (unsigned long long)(now - conn->last_read_ms));
+      if (conn->state == HARK_CONN_WS) hark_ws_close(conn, HARK_WS_CLOSE_GOING_AWAY, "idle timeout");
+      else hark_conn_abort(conn);
+    }
+    conn = next;
+  }
+}
+
+hark_server *hark_server_create(uv_loop_t *loop, hark_pubsub *pubsub,
+                                const hark_server_config *config) {
+  hark_server *server = calloc(1, sizeof *server);
+  if (!server) return NULL;
+  server->loop = loop;
+  server->pubsub = pubsub;
+  server->config = *config;
+  hark_http_settings_init(&server->http_settings);
+  hark_channels_init_dispatcher(server);
+
+  uv_prepare_init(loop, &server->flusher);
+  server->flusher.data = server;
+  uv_prepare_start(&server->flusher, on_flush);
+  uv_timer_init(loop, &server->sweeper);
+  server->sweeper.data = server;
+  uv_timer_init(loop, &server->shutdown_timer);
+  server->shutdown_timer.data = server;
+  return server;
+}
+
+int hark_server_listen(hark_server *server) {
+  struct sockaddr_storage addr;
+  int rc = uv_ip4_addr(server->config.host, server->config.port, (struct sockaddr_in *)&addr);
+  if (rc != 0)
+    rc = uv_ip6_addr(server->config.host, server->config.port, (struct sockaddr_in6 *)&addr);
+  if (rc != 0) return rc;
+
+  uv_tcp_init(server->loop, &server->listener);
+  server->listener.data = server;
+  server->listening = 1;
+  rc = uv_tcp_bind(&server->listener, (struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&server->listener, 1024, on_connection);
+  if (rc != 0) return rc;
+
+  int len = sizeof addr;
+  uv_tcp_getsockname(&server->listener, (struct sockaddr *)&addr, &len);
+  server->port = ntohs(((struct sockaddr_in *)&addr)->sin_port);
+
+  /* Sweep often enough that a socket is closed within about a quarter of
+   * the timeout after it expires. */
+  uint64_t period = server->config.idle_timeout_ms / 4;
+  if (period < 10) period = 10;
+  if (period > 1000) period = 1000;
+  uv_timer_start(&server->sweeper, on_sweep, period, period);
+  return 0;
+}
+
+int hark_server_port(const hark_server *server) { return server->port; }
+
+static void on_shutdown_deadline(uv_timer_t *timer) {
+  hark_server *server = timer->data;
+  HARK_WARN("shutdown_forced", "connections=%zu grace_ms=%d", server->conn_count, SHUTDOWN_GRACE_MS);
+  hark_conn *conn = server->conns;
+  while (conn) {
+    hark_conn *next = conn->next;
+    hark_conn_abort(conn);
+    conn = next;
+  }
+}
+
+void hark_server_shutdown(hark_server *server, void (*done)(hark_server *, void *), void *arg) {
+  server->shutting_down = 1;
+  server->shutdown_done = done;
+  server->shutdown_arg = arg;
+  HARK_INFO("shutdown_started", "connections=%zu", server->conn_count);
+
+  if (server->listening) {
+    uv_close((uv_handle_t *)&server->listener, NULL);
+    server->listening = 0;
+  }
+  uv_timer_stop(&server->sweeper);
+
+  hark_conn *conn = server->conns;
+  while (conn) {
+    hark_conn *next = conn->next;
+    if (conn->state == HARK_CONN_WS) hark_ws_close(conn, HARK_WS_CLOSE_GOING_AWAY, "server shutting down");
+    else if (conn->state == HARK_CONN_HTTP) hark_conn_abort(conn);
+    conn = next;
+  }
+
+  uv_timer_start(&server->shutdown_timer, on_shutdown_deadline, SHUTDOWN_GRACE_MS, 0);
+  maybe_finish_shutdown(server);
+}
+
+void hark_server_destroy(hark_server *server) {
+  if (!server) return;
+  uv_close((uv_handle_t *)&server->flusher, NULL);
+  uv_close((uv_handle_t *)&server->sweeper, NULL);
+  uv_close((uv_handle_t *)&server->shutdown_timer, NULL);
+  if (server->listening) uv_close((uv_handle_t *)&server->listener, NULL);
+  /* The handles are embedded in `server`, so the loop must run their close
+   * callbacks before the memory goes: run it once here. */
+  uv_run(server->loop, UV_RUN_NOWAIT);
+  free(server);
+}

@@ -1,0 +1,71 @@
+/* harkd's server: HTTP/1.1 on libuv, WebSocket, Phoenix Channels and the
+ * HTTP API, all on one loop. */
+#ifndef HARK_SERVER_SERVER_H
+#define HARK_SERVER_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "hark/pubsub.h"
+
+typedef struct hark_server hark_server;
+
+/* What the server knows about a socket when it asks the policy. */
+typedef struct hark_socket_info {
+  uint64_t id;
+  const char *peer; /* "ADDRESS:PORT" */
+} hark_socket_info;
+
+/* Per-topic access decisions. Each callback returns 0 to allow; any other
+ * value denies, and *reason (a static string) becomes the "reason" of the
+ * error reply. A NULL callback allows everything, which is the default until
+ * access control is configured. */
+typedef struct hark_channel_policy {
+  void *ctx;
+  int (*authorize_join)(void *ctx, const hark_socket_info *socket, const char *topic,
+                        size_t topic_len, const char *payload, size_t payload_len,
+                        const char **reason);
+  int (*authorize_publish)(void *ctx, const hark_socket_info *socket, const char *topic,
+                           size_t topic_len, const char *event, size_t event_len,
+                           const char **reason);
+} hark_channel_policy;
+
+typedef struct hark_server_config {
+  const char *host;              /* address to bind, e.g. "127.0.0.1" */
+  int port;                      /* 0 lets the kernel choose */
+  size_t max_message_bytes;      /* WebSocket message limit; larger gets close 1009 */
+  uint64_t idle_timeout_ms;      /* close a WebSocket silent for this long */
+  unsigned max_channels;         /* channels one socket may join */
+  size_t max_header_bytes;       /* request line plus headers */
+  size_t max_body_bytes;         /* HTTP request body */
+  size_t max_output_bytes;       /* bytes queued for one socket before it is closed */
+  const char *web_root;          /* folder of the demo page */
+  const char *phoenix_js;        /* path of phoenix.mjs from the npm package */
+  hark_channel_policy policy;
+} hark_server_config;
+
+/* Fills `config` with the documented defaults. */
+void hark_server_config_defaults(hark_server_config *config);
+
+/* Creates a server on `loop` that publishes through `pubsub`. The config's
+ * strings must outlive the server. Returns NULL when out of memory. */
+hark_server *hark_server_create(uv_loop_t *loop, hark_pubsub *pubsub,
+                                const hark_server_config *config);
+
+/* Binds and listens. Returns 0, or a libuv error code (e.g. UV_EADDRINUSE).
+ * On success, the bound port is available from hark_server_port. */
+int hark_server_listen(hark_server *server);
+int hark_server_port(const hark_server *server);
+
+/* Stops accepting, sends close 1001 to every WebSocket, closes every
+ * connection once its output is written (or after a short grace period),
+ * then calls `done`. */
+void hark_server_shutdown(hark_server *server, void (*done)(hark_server *server, void *arg),
+                          void *arg);
+
+/* Frees the server. Call after the shutdown's `done` callback ran and the loop
+ * has processed the close callbacks. */
+void hark_server_destroy(hark_server *server);
+
+#endif
