@@ -70,9 +70,9 @@ int hark_channel_encode_reply(hark_buf *out, hark_serializer serializer, hark_sp
                               hark_span ref, hark_span topic, const char *status,
                               hark_span response);
 
-/* Appends a V2 binary frame. kind 0 (push: join_ref, topic, event), 1 (reply:
- * join_ref, ref, topic, status) and 2 (broadcast: topic, event). Fields over 255
- * bytes make it fail with -1. */
+/* Appends a V2 binary broadcast frame: the kind byte 2, one length byte each
+ * for topic and event, then topic, event and the raw payload bytes. A topic or
+ * event over 255 bytes makes it fail with -1. */
 int hark_channel_encode_binary_broadcast(hark_buf *out, hark_span topic, hark_span event,
                                          hark_span payload);
 
