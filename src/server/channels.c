@@ -109,7 +109,8 @@ static hark_channel *channel_add(hark_conn *conn, hark_span topic, hark_span joi
 }
 
 static hark_socket_info socket_info(const hark_conn *conn) {
-  return (hark_socket_info){.id = conn->id, .peer = conn->peer};
+  return (hark_socket_info){.id = conn->id, .peer = conn->peer, .params = conn->params,
+                            .params_len = conn->params_len};
 }
 
 static void log_topic_event(const char *what, hark_conn *conn, hark_span topic, const char *detail) {

@@ -63,6 +63,8 @@ typedef struct hark_conn {
   hark_ws_parser ws;
   hark_serializer serializer;
   hark_channel_decoder decoder;
+  char *params;                          /* connect params (query string), owned */
+  size_t params_len;
   hark_channel *channels;                /* doubly linked list of joined channels */
   unsigned channel_count;
 
@@ -150,9 +152,5 @@ void hark_ws_close(hark_conn *conn, uint16_t code, const char *reason);
 void hark_channels_init_dispatcher(hark_server *server);
 void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t len);
 void hark_channels_leave_all(hark_conn *conn);
-
-/* Query strings (query.c). Finds `key` and appends its percent-decoded value
- * to `out`. Returns 1 when found, 0 when absent. Empty pairs are skipped. */
-int hark_query_get(const char *query, size_t len, const char *key, hark_buf *out);
 
 #endif

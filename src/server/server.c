@@ -67,6 +67,7 @@ static void on_conn_closed(uv_handle_t *handle) {
   hark_buf_free(&conn->input);
   hark_ws_parser_free(&conn->ws);
   hark_channel_decoder_free(&conn->decoder);
+  free(conn->params);
   free(conn);
 
   server->conn_count--;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "base/buf.h"
 #include "hark/pubsub.h"
 
 typedef struct hark_server hark_server;
@@ -14,8 +15,17 @@ typedef struct hark_server hark_server;
 /* What the server knows about a socket when it asks the policy. */
 typedef struct hark_socket_info {
   uint64_t id;
-  const char *peer; /* "ADDRESS:PORT" */
+  const char *peer;   /* "ADDRESS:PORT" */
+  /* The connect params: the raw query string of the WebSocket request,
+   * without the '?'. Read a value with hark_query_get. */
+  const char *params;
+  size_t params_len;
 } hark_socket_info;
+
+/* Finds `key` in a query string and appends its percent-decoded value to
+ * `out`. Returns 1 when found, 0 when absent, -1 when out of memory. Empty
+ * pairs are skipped. */
+int hark_query_get(const char *query, size_t len, const char *key, hark_buf *out);
 
 /* Per-topic access decisions. Each callback returns 0 to allow; any other
  * value denies, and *reason (a static string) becomes the "reason" of the

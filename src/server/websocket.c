@@ -1,6 +1,7 @@
 /* The WebSocket side of a connection: the upgrade handshake, then frames in
  * and out. Complete messages go to the channel layer. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -109,6 +110,16 @@ void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const c
   if (hark_conn_send_copy(conn, response, (size_t)n) != 0) {
     hark_conn_abort(conn);
     return;
+  }
+
+  if (query_len > 0) {
+    conn->params = malloc(query_len);
+    if (!conn->params) {
+      hark_conn_abort(conn);
+      return;
+    }
+    memcpy(conn->params, query, query_len);
+    conn->params_len = query_len;
   }
 
   hark_http_free(conn);
