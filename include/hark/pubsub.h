@@ -19,24 +19,14 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "hark/error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct hark_pubsub hark_pubsub;
 typedef struct hark_subscriber hark_subscriber;
-
-/* Error codes returned as negative ints. */
-enum {
-  HARK_OK = 0,
-  HARK_EINVAL = -22,    /* an argument is invalid (empty name, pool size 0, ...) */
-  HARK_ENOMEM = -12,    /* out of memory; nothing was changed */
-  HARK_EEXIST = -17,    /* a name is already registered */
-  HARK_EADAPTER = -5,   /* the cluster adapter failed; local delivery was skipped */
-};
-
-/* Returns a static English description of a HARK_E* code. */
-const char *hark_strerror(int code);
 
 /* A message: an event name and a payload, both byte strings that need not be
  * NUL-terminated. The pubsub layer never interprets them. `binary` is set when
@@ -55,8 +45,12 @@ typedef void (*hark_message_cb)(hark_subscriber *sub, const char *topic, size_t 
                                 const hark_message *msg);
 
 /* A subscriber is allocated and owned by the caller, who fills in `on_message`
- * and `data` before subscribing. It must stay valid until it has no
- * subscriptions left: call hark_pubsub_unsubscribe_all before freeing it. */
+ * and `data` and zeroes `internal_` before subscribing. It must stay valid
+ * until it has no subscriptions left: call hark_pubsub_unsubscribe_all (on
+ * every instance it is subscribed on) before freeing it. A custom dispatcher
+ * that is running may still be passed a subscriber unsubscribed during its
+ * call, so with custom dispatchers free it only after the dispatch returns,
+ * for example from a uv_close callback. */
 struct hark_subscriber {
   hark_message_cb on_message;
   void *data;
@@ -75,7 +69,11 @@ typedef struct hark_dispatch_entry {
  * call rather than once per subscriber. `from` is the sender to skip, or NULL.
  * The entry array is valid only during the call. A dispatcher may subscribe
  * and unsubscribe (itself or others) during the call: entries removed during
- * the call are still passed in this call, added ones are not. */
+ * the call are still passed in this call, added ones are not. An entry added
+ * to a partition that is dispatched later in the same broadcast is passed
+ * there. The default dispatcher skips entries removed during its call, so a
+ * subscriber unsubscribed and freed by an on_message callback is never
+ * called. */
 typedef void (*hark_dispatch_fn)(void *ctx, const char *topic, size_t topic_len,
                                  const hark_dispatch_entry *entries, size_t count,
                                  const hark_subscriber *from, const hark_message *msg);
@@ -112,18 +110,20 @@ typedef struct hark_pubsub_adapter {
 
 typedef struct hark_pubsub_options {
   const char *node_name;  /* required; copied */
-  unsigned pool_size;     /* registry partitions; 0 means 1 */
+  unsigned pool_size;     /* registry partitions; 0 means 1, above 1024 is HARK_EINVAL */
   /* NULL means the local adapter: a node alone, for which broadcast reaches
    * local subscribers only. The struct is copied. */
   const hark_pubsub_adapter *adapter;
 } hark_pubsub_options;
 
 /* Creates an instance on `loop`. On success stores it in *out and returns 0;
- * otherwise returns HARK_EINVAL or HARK_ENOMEM and leaves *out untouched. */
+ * otherwise returns HARK_EINVAL or HARK_ENOMEM and leaves *out untouched. An
+ * adapter without its two broadcast callbacks is HARK_EINVAL. */
 int hark_pubsub_create(hark_pubsub **out, uv_loop_t *loop, const hark_pubsub_options *options);
 
 /* Destroys the instance and every subscription in it. Subscribers are not
- * freed: they belong to their owners. Calls the adapter's destroy. */
+ * freed: they belong to their owners. Calls the adapter's destroy first, and
+ * no topic_removed hook. Must not be called from inside a dispatch. */
 void hark_pubsub_destroy(hark_pubsub *ps);
 
 const char *hark_pubsub_node_name(const hark_pubsub *ps);
@@ -137,8 +137,9 @@ int hark_pubsub_register_dispatcher(hark_pubsub *ps, const hark_dispatcher *disp
 const hark_dispatcher *hark_pubsub_find_dispatcher(const hark_pubsub *ps, const char *name);
 
 /* Subscribes `sub` to `topic` with `metadata` (may be NULL). Subscribing twice
- * makes two entries and two deliveries, as in Phoenix. Returns 0 or
- * HARK_ENOMEM. */
+ * makes two entries and two deliveries, as in Phoenix. The empty topic is a
+ * valid topic. Returns 0, HARK_ENOMEM (nothing changed), or HARK_EINVAL for a
+ * NULL `sub` or a NULL `topic` with a non-zero length. */
 int hark_pubsub_subscribe(hark_pubsub *ps, hark_subscriber *sub, const char *topic,
                           size_t topic_len, void *metadata);
 
@@ -152,15 +153,19 @@ void hark_pubsub_unsubscribe_all(hark_pubsub *ps, hark_subscriber *sub);
 /* Number of entries for a topic on this node. */
 size_t hark_pubsub_subscriber_count(const hark_pubsub *ps, const char *topic, size_t topic_len);
 
-/* The broadcast family. `dispatcher` may be NULL for the default one; it must
- * be registered when an adapter is in use, so other nodes can find it by name.
+/* The broadcast family. `dispatcher` may be NULL for the default one. When an
+ * adapter is in use, the calls that reach other nodes return HARK_EINVAL
+ * unless its name is registered, because other nodes find it by name. Every
+ * call returns HARK_EINVAL for a NULL `msg` or a NULL `topic` with a non-zero
+ * length. An adapter result that is positive is returned as HARK_EADAPTER.
  *
  * broadcast: to the other nodes through the adapter, then, only if that
  *   succeeded, to local subscribers. Returns 0 or the adapter's error.
  * broadcast_from: the same, skipping `from` locally.
  * local_broadcast, local_broadcast_from: this node only; return 0.
  * direct_broadcast: to the node named `node_name`. This node's own name
- *   delivers locally; an unknown name delivers nothing and returns 0. */
+ *   delivers locally. Another name goes to the adapter's direct_broadcast and
+ *   returns its result; without an adapter it delivers nothing and returns 0. */
 int hark_pubsub_broadcast(hark_pubsub *ps, const char *topic, size_t topic_len,
                           const hark_message *msg, const hark_dispatcher *dispatcher);
 int hark_pubsub_broadcast_from(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
