@@ -23,12 +23,6 @@
 extern "C" {
 #endif
 
-/* More error codes, beside those in pubsub.h. */
-enum {
-  HARK_EALREADY = -114, /* track: (owner, topic, key) is already tracked */
-  HARK_ENOENT = -2,     /* update: nothing is tracked for (owner, topic, key) */
-};
-
 typedef struct hark_tracker hark_tracker;
 
 /* A phx_ref: 16 characters of URL-safe base64 and a NUL. */
