@@ -221,10 +221,14 @@ static int run(harkd *d, hark_server_config *config) {
   uv_signal_start(&d->sigint, on_signal, SIGINT);
   uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 
-  HARK_INFO("listening", "addr=%s:%d version=%s web_root=\"%s\"", config->host,
-            hark_server_port(d->server), HARK_VERSION, config->web_root);
+  /* IPv6 addresses are written in brackets, as --listen takes them. */
+  int v6 = strchr(config->host, ':') != NULL;
+  HARK_INFO("listening", "addr=%s%s%s:%d version=%s web_root=\"%s\"", v6 ? "[" : "",
+            config->host, v6 ? "]" : "", hark_server_port(d->server), HARK_VERSION,
+            config->web_root);
   uv_run(d->loop, UV_RUN_DEFAULT);
-  HARK_INFO("stopped", "addr=%s:%d", config->host, hark_server_port(d->server));
+  HARK_INFO("stopped", "addr=%s%s%s:%d", v6 ? "[" : "", config->host, v6 ? "]" : "",
+            hark_server_port(d->server));
   return 0;
 }
 
