@@ -72,15 +72,17 @@ void hark_ws_parser_free(hark_ws_parser *parser);
  *   1  when a frame was consumed (*consumed > 0). If it completed a message or
  *      was a control frame, *event is filled and *has_event is 1; a
  *      non-final fragment sets *has_event to 0;
- *   a negative close code (-1002, -1007, -1009) on a protocol violation, with
- *      parser->error set. The caller sends that close code and stops reading.
+ *   a negative close code (-1002, -1007, -1009) on a protocol violation, or
+ *      -1011 when memory for reassembly runs out, with parser->error set. The
+ *      caller sends that close code and stops reading.
  *
  * Checks: the mask bit, reserved bits, unknown opcodes, control frames that
  * are fragmented or longer than 125 bytes, continuation without a message,
- * a new message inside a fragmented one, the 64-bit length's top bit, the
- * message size limit (1009, checked from the header before the payload
- * arrives), UTF-8 of text messages and close reasons (1007), and close codes
- * that may not be sent on the wire (1002). */
+ * a new message inside a fragmented one, lengths not in their minimal form,
+ * the 64-bit length's top bit, and close codes that may not be sent on the
+ * wire (all 1002). The message size limit (1009) is checked from the header
+ * before the payload arrives. Text messages and close reasons must be valid
+ * UTF-8 (1007). */
 int hark_ws_parse(hark_ws_parser *parser, char *data, size_t len, size_t *consumed,
                   hark_ws_event *event, int *has_event);
 
@@ -91,8 +93,11 @@ size_t hark_ws_encode_header(uint8_t out[10], int opcode, size_t payload_len);
 /* Appends a whole unmasked server frame to `out`. Returns 0 or -1 (no memory). */
 int hark_ws_encode_frame(hark_buf *out, int opcode, const void *payload, size_t len);
 
-/* Appends a close frame with `code` and a reason (NULL for none; it is cut to
- * fit the 125-byte control frame limit). Returns 0 or -1. */
+/* Appends a close frame with `code` and a reason, or no reason when `reason`
+ * is NULL. A long reason is cut at a UTF-8 character boundary to fit the
+ * 125-byte control frame limit. Code 1005 (HARK_WS_CLOSE_NO_STATUS) may not
+ * be sent on the wire, so it gives a close frame with an empty body, which is
+ * the echo of a close that had no code. Returns 0 or -1 (no memory). */
 int hark_ws_encode_close(hark_buf *out, uint16_t code, const char *reason);
 
 /* Appends a masked client frame, with `fin` and `opcode` as given. Used by
@@ -101,8 +106,9 @@ int hark_ws_encode_client_frame(hark_buf *out, int fin, int opcode, const void *
                                 size_t len, uint32_t mask);
 
 /* Computes Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)).
- * `out` receives 28 characters and a NUL. Returns 0, or -1 when the key is not
- * the base64 encoding of 16 bytes. */
+ * `out` receives 28 characters and a NUL. Spaces and tabs around the key are
+ * ignored. Returns 0, or -1 when the key is not the canonical base64 encoding
+ * of 16 bytes. */
 int hark_ws_accept_key(const char *key, size_t key_len, char out[29]);
 
 #endif
