@@ -3,8 +3,10 @@
  *
  * An entry is (owner, topic, key) with a meta, a JSON object. The tracker adds
  * "phx_ref" to every meta it stores, and "phx_ref_prev" after an update.
- * Every change is reported to the diff callback, once per topic, before the
- * call that made it returns.
+ * Every change is reported to the diff callback, once per topic, after it is
+ * applied and before the call that made it returns. Callbacks (diff and read
+ * callbacks) must not call back into the tracker to change it: the entries
+ * they receive point into tracker memory that a change could free.
  *
  * The tracker is split into pool_size shards by a hash of the topic that is
  * the same on every node, so each topic lives in exactly one shard.
@@ -67,8 +69,8 @@ void hark_tracker_destroy(hark_tracker *tracker);
 
 /* Tracks `owner` on `topic` under `key` with `meta`, a JSON object (NULL or
  * empty means {}). Stores the new phx_ref in `ref` when it is not NULL.
- * Returns 0, HARK_EALREADY, HARK_EINVAL (meta is not a JSON object) or
- * HARK_ENOMEM. */
+ * Returns 0, HARK_EALREADY, HARK_EINVAL (meta is not a JSON object that
+ * jansson can load, or the key is longer than 65535 bytes) or HARK_ENOMEM. */
 int hark_tracker_track(hark_tracker *tracker, const hark_subscriber *owner, const char *topic,
                        size_t topic_len, const char *key, size_t key_len, const char *meta,
                        size_t meta_len, char ref[HARK_TRACKER_REF_SIZE]);

@@ -1,0 +1,94 @@
+#include "tracker/table.h"
+
+#include <stdlib.h>
+
+static int table_resize(hark__table *table, size_t cap) {
+  uint32_t *hashes = malloc(cap * sizeof(*hashes));
+  void **ptrs = calloc(cap, sizeof(*ptrs));
+  if (hashes == NULL || ptrs == NULL) {
+    free(hashes);
+    free(ptrs);
+    return -1;
+  }
+
+  size_t mask = cap - 1;
+  for (size_t i = 0; i < table->cap; i++) {
+    if (table->ptrs[i] == NULL) continue;
+    size_t slot = table->hashes[i] & mask;
+    while (ptrs[slot] != NULL) slot = (slot + 1) & mask;
+    ptrs[slot] = table->ptrs[i];
+    hashes[slot] = table->hashes[i];
+  }
+
+  free(table->hashes);
+  free(table->ptrs);
+  table->hashes = hashes;
+  table->ptrs = ptrs;
+  table->cap = cap;
+  return 0;
+}
+
+int hark__table_reserve(hark__table *table, size_t extra) {
+  size_t need = table->count + extra;
+  if (need * 5 <= table->cap * 4) return 0;
+
+  size_t cap = table->cap ? table->cap : 8;
+  while (need * 5 > cap * 4) cap *= 2;
+  return table_resize(table, cap);
+}
+
+int hark__table_insert(hark__table *table, uint32_t hash, void *ptr) {
+  if (hark__table_reserve(table, 1) != 0) return -1;
+
+  size_t mask = table->cap - 1;
+  size_t slot = hash & mask;
+  while (table->ptrs[slot] != NULL) slot = (slot + 1) & mask;
+  table->ptrs[slot] = ptr;
+  table->hashes[slot] = hash;
+  table->count++;
+  return 0;
+}
+
+static size_t find_slot(const hark__table *table, uint32_t hash, const void *ptr) {
+  if (table->cap == 0) return SIZE_MAX;
+  size_t mask = table->cap - 1;
+  for (size_t slot = hash & mask; table->ptrs[slot] != NULL; slot = (slot + 1) & mask) {
+    if (table->ptrs[slot] == ptr) return slot;
+  }
+  return SIZE_MAX;
+}
+
+int hark__table_remove(hark__table *table, uint32_t hash, const void *ptr) {
+  size_t hole = find_slot(table, hash, ptr);
+  if (hole == SIZE_MAX) return 0;
+
+  /* Backward-shift deletion: pull later members of the probe run into the
+   * hole when their home slot lies at or before it (cyclically). */
+  size_t mask = table->cap - 1;
+  size_t next = (hole + 1) & mask;
+  while (table->ptrs[next] != NULL) {
+    size_t home = table->hashes[next] & mask;
+    size_t dist_next = (next - home) & mask;
+    size_t dist_hole = (hole - home) & mask;
+    if (dist_hole < dist_next) {
+      table->ptrs[hole] = table->ptrs[next];
+      table->hashes[hole] = table->hashes[next];
+      hole = next;
+    }
+    next = (next + 1) & mask;
+  }
+  table->ptrs[hole] = NULL;
+  table->count--;
+  return 1;
+}
+
+void hark__table_replace(hark__table *table, uint32_t hash, const void *old_ptr, void *new_ptr) {
+  size_t slot = find_slot(table, hash, old_ptr);
+  if (slot != SIZE_MAX) table->ptrs[slot] = new_ptr;
+}
+
+void hark__table_free(hark__table *table) {
+  free(table->hashes);
+  free(table->ptrs);
+  *table = (hark__table){0};
+}
