@@ -10,15 +10,21 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "hark/presence.h"
 #include "hark/pubsub.h"
 #include "server/server.h"
 
 #define EXIT_USAGE 2
+#define MAX_PRESENCE_PATTERNS 64
 
 typedef struct harkd {
   uv_loop_t *loop;
   hark_pubsub *pubsub;
+  hark_presence *presence;
   hark_server *server;
+  const char *presence_patterns[MAX_PRESENCE_PATTERNS];
+  size_t presence_pattern_count;
+  int presence_off;
   uv_signal_t sigint, sigterm;
   char host[INET6_ADDRSTRLEN];
   char node_name[256];
@@ -40,6 +46,9 @@ static void usage(FILE *out) {
           "                             (default 60000)\n"
           "  --max-channels N           channels one socket may join (default 100)\n"
           "  --max-body-bytes N         largest HTTP request body, in bytes (default 1048576)\n"
+          "  --presence PATTERN         track presence on topics matching this glob ('*' any\n"
+          "                             bytes, '?' one byte); repeatable; default '*'\n"
+          "  --no-presence              turn presence off on every topic\n"
           "  --web-root DIR             folder of the demo page (default: the source tree's web/)\n"
           "  --phoenix-js FILE          phoenix.mjs served at /assets/phoenix.mjs (default: from\n"
           "                             node_modules/phoenix in the source tree)\n"
@@ -95,7 +104,7 @@ static int parse_listen(const char *text, harkd *d, int *port) {
 
 enum {
   OPT_LISTEN = 256, OPT_MAX_MESSAGE, OPT_IDLE, OPT_MAX_CHANNELS, OPT_MAX_BODY, OPT_WEB_ROOT,
-  OPT_PHOENIX_JS, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
+  OPT_PHOENIX_JS, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION, OPT_PRESENCE, OPT_NO_PRESENCE,
 };
 
 static const struct option long_options[] = {
@@ -107,6 +116,8 @@ static const struct option long_options[] = {
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
     {"phoenix-js", required_argument, NULL, OPT_PHOENIX_JS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"presence", required_argument, NULL, OPT_PRESENCE},
+    {"no-presence", no_argument, NULL, OPT_NO_PRESENCE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -144,6 +155,13 @@ static int parse_args(int argc, char **argv, harkd *d, hark_server_config *confi
           return usage_error("invalid --max-body-bytes '%s': expected a number of bytes from 1 to 2147483648", optarg);
         config->max_body_bytes = (size_t)n;
         break;
+      case OPT_PRESENCE:
+        if (!optarg[0]) return usage_error("invalid --presence '%s': expected a glob pattern", optarg);
+        if (d->presence_pattern_count == MAX_PRESENCE_PATTERNS)
+          return usage_error("too many --presence patterns (the limit is 64): '%s'", optarg);
+        d->presence_patterns[d->presence_pattern_count++] = optarg;
+        break;
+      case OPT_NO_PRESENCE: d->presence_off = 1; break;
       case OPT_WEB_ROOT: config->web_root = optarg; break;
       case OPT_PHOENIX_JS: config->phoenix_js = optarg; break;
       case OPT_LOG_LEVEL: {
@@ -164,6 +182,9 @@ static int parse_args(int argc, char **argv, harkd *d, hark_server_config *confi
   if (listen && parse_listen(listen, d, &config->port) != 0)
     return usage_error("invalid listen address '%s': expected HOST:PORT, e.g. 127.0.0.1:4000", listen);
   if (!listen) parse_listen("127.0.0.1:4000", d, &config->port);
+  if (d->presence_off && d->presence_pattern_count > 0)
+    return usage_error("%s", "--presence and --no-presence cannot be combined");
+  if (d->presence_pattern_count == 0) d->presence_patterns[d->presence_pattern_count++] = "*";
   config->host = d->host;
   return -1;
 }
@@ -201,6 +222,19 @@ static int run(harkd *d, hark_server_config *config) {
   if (rc != 0) {
     HARK_ERROR("startup_failed", "what=pubsub error=\"%s\"", hark_strerror(rc));
     return 1;
+  }
+  if (!d->presence_off) {
+    hark_presence_options presence_options = {.pubsub = d->pubsub,
+                                              .dispatcher_name = HARK_CHANNELS_DISPATCHER,
+                                              .node_name = d->node_name};
+    rc = hark_presence_create(&d->presence, &presence_options);
+    if (rc != 0) {
+      HARK_ERROR("startup_failed", "what=presence error=\"%s\"", hark_strerror(rc));
+      return 1;
+    }
+    config->presence = d->presence;
+    config->presence_patterns = d->presence_patterns;
+    config->presence_pattern_count = d->presence_pattern_count;
   }
   d->server = hark_server_create(d->loop, d->pubsub, config);
   if (!d->server) {
@@ -251,6 +285,7 @@ int main(int argc, char **argv) {
 
   /* Tear down in reverse order; every handle must be closed before the loop. */
   if (d.server) hark_server_destroy(d.server);
+  if (d.presence) hark_presence_destroy(d.presence);
   if (d.pubsub) hark_pubsub_destroy(d.pubsub);
   if (d.loop) {
     uv_walk(d.loop, close_walk_cb, NULL);

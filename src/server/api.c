@@ -89,6 +89,29 @@ done:
   hark_buf_free(&event);
 }
 
+/* GET /api/presence/TOPIC: the topic's presences, {} for an unknown topic.
+ * The topic is percent-decoded, so "room%3A1" and "room:1" are the same. */
+static void handle_presence(hark_conn *conn, const char *encoded, size_t encoded_len) {
+  hark_presence *presence = conn->server->config.presence;
+  if (!presence) {
+    hark_http_respond_error(conn, 404, "presence is not enabled", NULL);
+    return;
+  }
+
+  hark_buf topic = {0};
+  if (encoded_len == 0 || hark_percent_decode(&topic, encoded, encoded_len, 0) != 0) {
+    reply_bad_request(conn, "missing topic: use /api/presence/TOPIC");
+    hark_buf_free(&topic);
+    return;
+  }
+  size_t len;
+  char *list = hark_presence_list(presence, topic.data, topic.len, &len);
+  if (list) hark_http_respond(conn, 200, "application/json", list, len, NULL);
+  else hark_http_respond_error(conn, 503, "out of memory", NULL);
+  free(list);
+  hark_buf_free(&topic);
+}
+
 static const char *content_type_for(const char *name) {
   const char *dot = strrchr(name, '.');
   if (!dot) return "application/octet-stream";
@@ -176,6 +199,14 @@ int hark_api_route(hark_conn *conn, int method, const char *path, size_t len) {
 
   if (path_is(path, len, "/api/broadcast")) {
     if (method_allowed(conn, method, HTTP_POST, "Allow: POST\r\n")) handle_broadcast(conn);
+    return 1;
+  }
+
+  static const char presence_prefix[] = "/api/presence/";
+  size_t prefix_len = sizeof presence_prefix - 1;
+  if (len >= prefix_len && memcmp(path, presence_prefix, prefix_len) == 0) {
+    if (method_allowed(conn, method, HTTP_GET, "Allow: GET, HEAD\r\n"))
+      handle_presence(conn, path + prefix_len, len - prefix_len);
     return 1;
   }
 

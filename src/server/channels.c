@@ -70,9 +70,17 @@ static hark_span channel_join_ref(const hark_channel *ch) {
   return (hark_span){ch->join_ref, ch->join_ref_len};
 }
 
+void hark_channel_push(hark_channel *ch, const char *event, const char *payload, size_t len) {
+  hark_span join_ref = channel_join_ref(ch);
+  send_message(ch->conn, join_ref, null_token, (hark_span){ch->topic, ch->topic_len}, event,
+               (hark_span){payload, len});
+}
+
 /* Unsubscribes and frees a channel. */
 static void channel_remove(hark_conn *conn, hark_channel *ch) {
+  /* Unsubscribe first, so the channel does not get its own leave diff. */
   hark_pubsub_unsubscribe_all(conn->server->pubsub, &ch->sub);
+  hark_channel_presence_leave(ch);
   if (ch->prev) ch->prev->next = ch->next;
   else conn->channels = ch->next;
   if (ch->next) ch->next->prev = ch->prev;
@@ -146,6 +154,16 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
     return;
   }
 
+  hark_presence_join presence_join = {0};
+  int with_presence = hark_channel_presence_enabled(conn->server, msg->topic.ptr, msg->topic.len);
+  if (with_presence &&
+      hark_channel_presence_prepare(conn, msg->payload.ptr, msg->payload.len, &presence_join,
+                                    &reason) != 0) {
+    log_topic_event("join_rejected", conn, msg->topic, reason);
+    send_error(conn, join_ref, msg->ref, msg->topic, reason);
+    return;
+  }
+
   hark_span old_join_ref = {0};
   char *old_join_ref_copy = NULL;
   if (existing) {
@@ -155,7 +173,8 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
     channel_remove(conn, existing);
   }
 
-  if (!channel_add(conn, msg->topic, join_ref)) {
+  hark_channel *ch = channel_add(conn, msg->topic, join_ref);
+  if (!ch) {
     HARK_ERROR("out_of_memory", "conn=%llu what=channel", (unsigned long long)conn->id);
     send_error(conn, join_ref, msg->ref, msg->topic, "join failed");
   } else {
@@ -165,6 +184,9 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
   if (existing && old_join_ref_copy)
     send_message(conn, old_join_ref, old_join_ref, msg->topic, "phx_close", empty_object);
   free(old_join_ref_copy);
+
+  if (with_presence && ch) hark_channel_presence_start(ch, &presence_join);
+  else if (with_presence) hark_channel_presence_discard(&presence_join);
 }
 
 /* phx_leave on a joined topic: ok, then phx_close, both with the channel's
@@ -182,6 +204,13 @@ static void handle_publish(hark_conn *conn, hark_channel *ch, const hark_channel
   hark_span join_ref = channel_join_ref(ch);
   if (msg->event.len >= 4 && memcmp(msg->event.ptr, "phx_", 4) == 0) {
     send_error(conn, join_ref, msg->ref, msg->topic, "reserved event");
+    return;
+  }
+  if (span_eq(msg->event, "presence_update")) {
+    const char *error = msg->binary ? "payload must be a JSON object"
+                                    : hark_channel_presence_update(ch, msg->payload.ptr, msg->payload.len);
+    if (error) send_error(conn, join_ref, msg->ref, msg->topic, error);
+    else send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
     return;
   }
   if (!msg->binary && (msg->payload.len == 0 || msg->payload.ptr[0] != '{')) {
@@ -318,7 +347,7 @@ static void fastlane_dispatch(void *ctx, const char *topic, size_t topic_len,
 }
 
 void hark_channels_init_dispatcher(hark_server *server) {
-  server->fastlane.name = "hark.channels.fastlane";
+  server->fastlane.name = HARK_CHANNELS_DISPATCHER;
   server->fastlane.dispatch = fastlane_dispatch;
   server->fastlane.ctx = server;
   hark_pubsub_register_dispatcher(server->pubsub, &server->fastlane);

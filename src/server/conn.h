@@ -48,6 +48,7 @@ typedef struct hark_conn {
   hark_conn_state state;
   char peer[64];
   uint64_t last_read_ms;
+  uint64_t closing_since_ms;            /* when hark_conn_finish ran */
 
   struct hark_conn *prev, *next;         /* the server's list of connections */
   struct hark_conn *dirty_next;          /* the server's list of conns with output */
@@ -64,6 +65,7 @@ typedef struct hark_conn {
   hark_serializer serializer;
   hark_channel_decoder decoder;
   char *params;                          /* connect params (query string), owned */
+  char anonymous_key[17];                /* presence key when no user_id is given */
   size_t params_len;
   hark_channel *channels;                /* doubly linked list of joined channels */
   unsigned channel_count;
@@ -88,6 +90,11 @@ struct hark_channel {
   hark_subscriber sub;
   hark_conn *conn;
   hark_channel *prev, *next;
+  /* Presence: the key this channel is tracked under (owned), or NULL when the
+   * topic has presence off, and the join time put into every meta. */
+  char *presence_key;
+  size_t presence_key_len;
+  uint64_t online_at;
   char *join_ref;               /* JSON token, owned */
   size_t join_ref_len;
   size_t topic_len;
@@ -138,6 +145,11 @@ int hark_http_respond_error(hark_conn *conn, int status, const char *message,
 const char *hark_http_header_get(const hark_http_request *request, const char *name,
                                  size_t *len);
 
+/* Appends the percent-decoded form of [s, s+len) to `out`. In query strings
+ * '+' means a space, in paths it does not. A '%' not followed by two hex
+ * digits is kept as it is. Returns 0 or -1 (out of memory). */
+int hark_percent_decode(hark_buf *out, const char *s, size_t len, int plus_is_space);
+
 /* The HTTP API and static files (api.c); returns 1 when a route matched. */
 int hark_api_route(hark_conn *conn, int method, const char *path, size_t path_len);
 
@@ -148,7 +160,27 @@ void hark_ws_on_data(hark_conn *conn, char *data, size_t len);
 /* Sends a close frame with `code` and `reason` and finishes the connection. */
 void hark_ws_close(hark_conn *conn, uint16_t code, const char *reason);
 
+/* Presence for channels (channel_presence.c). A join on a presence topic is
+ * checked before the join reply (prepare), and tracked after it (start), so
+ * a bad meta fails the join and presence_state follows the ok reply. */
+typedef struct hark_presence_join {
+  hark_buf key;
+  char *meta;         /* JSON text, malloc'd by jansson */
+} hark_presence_join;
+
+int hark_channel_presence_enabled(const hark_server *server, const char *topic, size_t topic_len);
+/* Returns 0, or -1 with *reason set when the join must be rejected. */
+int hark_channel_presence_prepare(hark_conn *conn, const char *payload, size_t payload_len,
+                                  hark_presence_join *join, const char **reason);
+/* Pushes presence_state to the channel, then tracks it. Frees `join`. */
+void hark_channel_presence_start(hark_channel *ch, hark_presence_join *join);
+void hark_channel_presence_discard(hark_presence_join *join);
+/* Handles a presence_update push; returns NULL on success or the error reason. */
+const char *hark_channel_presence_update(hark_channel *ch, const char *payload, size_t payload_len);
+void hark_channel_presence_leave(hark_channel *ch);
+
 /* Channels (channels.c). */
+void hark_channel_push(hark_channel *ch, const char *event, const char *payload, size_t len);
 void hark_channels_init_dispatcher(hark_server *server);
 void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t len);
 void hark_channels_leave_all(hark_conn *conn);

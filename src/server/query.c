@@ -11,12 +11,10 @@ static int hex_value(char c) {
   return -1;
 }
 
-/* Appends the percent-decoded form of [s, s+len); '+' means a space. A '%'
- * not followed by two hex digits is kept as it is. */
-static int append_decoded(hark_buf *out, const char *s, size_t len) {
+int hark_percent_decode(hark_buf *out, const char *s, size_t len, int plus_is_space) {
   for (size_t i = 0; i < len; i++) {
     char c = s[i];
-    if (c == '+') c = ' ';
+    if (c == '+' && plus_is_space) c = ' ';
     if (c == '%') {
       int hi = i + 1 < len ? hex_value(s[i + 1]) : -1;
       int lo = i + 2 < len ? hex_value(s[i + 2]) : -1;
@@ -46,7 +44,7 @@ int hark_query_get(const char *query, size_t len, const char *key, hark_buf *out
 
     const char *value = eq ? eq + 1 : pair + pair_len;
     size_t value_len = eq ? pair_len - name_len - 1 : 0;
-    return append_decoded(out, value, value_len) == 0 ? 1 : -1;
+    return hark_percent_decode(out, value, value_len, 1) == 0 ? 1 : -1;
   }
   return 0;
 }

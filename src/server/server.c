@@ -11,6 +11,8 @@
 #include "server/conn.h"
 
 #define SHUTDOWN_GRACE_MS 3000
+/* How long a closing connection waits for the peer to close its side. */
+#define LINGER_MS 2000
 
 void hark_server_config_defaults(hark_server_config *config) {
   memset(config, 0, sizeof *config);
@@ -87,11 +89,14 @@ void hark_conn_abort(hark_conn *conn) {
   uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
 }
 
+/* After our FIN the connection lingers, reading and discarding, until the
+ * peer closes its side or the sweeper's linger deadline passes. Closing at
+ * once could make the kernel answer unread input with a reset, which can
+ * destroy our close frame before the peer reads it. */
 static void on_shutdown_written(uv_shutdown_t *req, int status) {
   hark_conn *conn = req->data;
-  (void)status;
   free(req);
-  hark_conn_abort(conn);
+  if (status < 0) hark_conn_abort(conn);
 }
 
 static void half_close(hark_conn *conn) {
@@ -105,12 +110,12 @@ static void half_close(hark_conn *conn) {
 }
 
 void hark_conn_finish(hark_conn *conn) {
-  if (conn->closed) return;
+  if (conn->closed || conn->state == HARK_CONN_CLOSING) return;
   conn->state = HARK_CONN_CLOSING;
-  uv_read_stop((uv_stream_t *)&conn->tcp);
+  conn->closing_since_ms = hark_now_ms(conn->server);
   hark_channels_leave_all(conn);
 
-  /* Close now if nothing is queued; otherwise the write path does it. */
+  /* Half-close now if nothing is queued; otherwise the write path does it. */
   conn->shutdown_after_write = 1;
   if (!conn->writing && conn->pending_count == 0 && !conn->dirty) half_close(conn);
 }
@@ -268,6 +273,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
 
+  /* A closing connection only drains what the peer still sends. */
+  if (conn->state == HARK_CONN_CLOSING) return;
+
   conn->last_read_ms = hark_now_ms(conn->server);
   char *data = buf->base;
   size_t len = (size_t)nread;
@@ -343,7 +351,9 @@ static void on_sweep(uv_timer_t *timer) {
   hark_conn *conn = server->conns;
   while (conn) {
     hark_conn *next = conn->next;
-    if (conn->state != HARK_CONN_CLOSING && now - conn->last_read_ms >= server->config.idle_timeout_ms) {
+    if (conn->state == HARK_CONN_CLOSING) {
+      if (now - conn->closing_since_ms >= LINGER_MS) hark_conn_abort(conn);
+    } else if (now - conn->last_read_ms >= server->config.idle_timeout_ms) {
       HARK_INFO("idle_timeout", "conn=%llu peer=%s idle_ms=%llu", (unsigned long long)conn->id,
                 conn->peer, (unsigned long long)(now - conn->last_read_ms));
       if (conn->state == HARK_CONN_WS) hark_ws_close(conn, HARK_WS_CLOSE_GOING_AWAY, "idle timeout");
@@ -423,8 +433,6 @@ void hark_server_shutdown(hark_server *server, void (*done)(hark_server *, void 
     uv_close((uv_handle_t *)&server->listener, NULL);
     server->listening = 0;
   }
-  uv_timer_stop(&server->sweeper);
-
   hark_conn *conn = server->conns;
   while (conn) {
     hark_conn *next = conn->next;

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "hark/presence.h"
 #include "hark/pubsub.h"
 
 typedef struct hark_server hark_server;
@@ -53,7 +54,19 @@ typedef struct hark_server_config {
   const char *web_root;          /* folder of the demo page */
   const char *phoenix_js;        /* path of phoenix.mjs from the npm package */
   hark_channel_policy policy;
+  /* Presence, or NULL for none. Topics matching one of the glob patterns
+   * track each joining socket. The server does not own these. */
+  hark_presence *presence;
+  const char *const *presence_patterns;
+  size_t presence_pattern_count;
 } hark_server_config;
+
+/* The name under which the server registers its channel fastlane dispatcher;
+ * presence diffs use it to reach sockets. */
+#define HARK_CHANNELS_DISPATCHER "hark.channels.fastlane"
+
+/* The largest meta object a client may send in a join or presence_update. */
+#define HARK_MAX_CLIENT_META_BYTES 4096
 
 /* Fills `config` with the documented defaults. */
 void hark_server_config_defaults(hark_server_config *config);

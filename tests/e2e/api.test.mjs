@@ -158,8 +158,10 @@ describe('http api', () => {
     phoenixSockets.splice(phoenixSockets.indexOf(socket), 1);
   }
 
+  // Presence is off so that frames can be compared one by one; presence
+  // has its own tests in presence.test.mjs.
   before(async () => {
-    server = await startHarkd();
+    server = await startHarkd(['--no-presence']);
     watcher = new Socket(`${server.wsUrl}/socket`, {
       transport: WebSocket,
       reconnectAfterMs: () => 60000,

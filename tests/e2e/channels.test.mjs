@@ -207,8 +207,10 @@ async function closeAll() {
 describe('channels', () => {
   let server;
 
+  // Presence is off so that frames can be compared one by one; presence
+  // has its own tests in presence.test.mjs.
   before(async () => {
-    server = await startHarkd();
+    server = await startHarkd(['--no-presence']);
   });
 
   afterEach(closeAll);

@@ -1,0 +1,175 @@
+/* Presence on channels: a socket that joins a presence topic is tracked
+ * under its user_id connect param (or an id made up for the connection),
+ * with the meta {"online_at": <unix ms>} plus the "meta" object of its join
+ * payload. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/glob.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/utf8.h"
+#include "server/conn.h"
+
+#define MAX_USER_ID_BYTES 256
+
+int hark_channel_presence_enabled(const hark_server *server, const char *topic, size_t topic_len) {
+  if (!server->config.presence) return 0;
+  for (size_t i = 0; i < server->config.presence_pattern_count; i++)
+    if (hark_glob_match(server->config.presence_patterns[i], topic, topic_len)) return 1;
+  return 0;
+}
+
+static uint64_t unix_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* A random id for a socket without user_id, made once per connection. */
+static const char *anonymous_key(hark_conn *conn) {
+  if (conn->anonymous_key[0]) return conn->anonymous_key;
+  unsigned char bytes[8];
+  if (uv_random(NULL, NULL, bytes, sizeof bytes, 0, NULL) != 0) {
+    uint64_t fallback = conn->id ^ ((uint64_t)unix_ms() << 20);
+    memcpy(bytes, &fallback, sizeof bytes);
+  }
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < sizeof bytes; i++) {
+    conn->anonymous_key[2 * i] = hex[bytes[i] >> 4];
+    conn->anonymous_key[2 * i + 1] = hex[bytes[i] & 15];
+  }
+  conn->anonymous_key[16] = '\0';
+  return conn->anonymous_key;
+}
+
+static int choose_key(hark_conn *conn, hark_buf *key, const char **reason) {
+  int found = conn->params ? hark_query_get(conn->params, conn->params_len, "user_id", key) : 0;
+  if (found < 0) {
+    *reason = "out of memory";
+    return -1;
+  }
+  if (found == 1 && key->len > 0) {
+    if (key->len > MAX_USER_ID_BYTES || !hark_utf8_valid(key->data, key->len)) {
+      *reason = "invalid user_id: it must be UTF-8 text of at most 256 bytes";
+      return -1;
+    }
+    return 0;
+  }
+  hark_buf_reset(key);
+  return hark_buf_append_str(key, anonymous_key(conn)) == 0 ? 0 : -1;
+}
+
+/* Builds {"online_at": online_at, ...client meta} as compact JSON text. The
+ * client's meta is the "meta" member of `payload`; it must be an object of
+ * at most HARK_MAX_CLIENT_META_BYTES. The server's online_at wins over one in
+ * the client's meta. */
+static char *build_meta(uint64_t online_at, const char *payload, size_t payload_len,
+                        int meta_required, const char **reason) {
+  const char *value = NULL;
+  size_t value_len = 0;
+  int found = payload_len ? hark_json_object_get(payload, payload_len, "meta", &value, &value_len) : 0;
+  if (found <= 0 && meta_required) {
+    *reason = "payload must be an object with a \"meta\" object";
+    return NULL;
+  }
+  if (found == 1 && value[0] != '{') {
+    *reason = "meta must be a JSON object";
+    return NULL;
+  }
+  if (found == 1 && value_len > HARK_MAX_CLIENT_META_BYTES) {
+    *reason = "meta is larger than 4096 bytes";
+    return NULL;
+  }
+
+  /* jansson stores integers in 64 bits and rejects "\u0000" in keys, so
+   * such a meta is rejected rather than silently changed. */
+  json_t *client = NULL;
+  if (found == 1) {
+    client = json_loadb(value, value_len, 0, NULL);
+    if (!client) {
+      *reason = "meta could not be decoded: integers must fit in 64 bits and text must not contain \\u0000";
+      return NULL;
+    }
+  }
+  json_t *meta = json_object();
+  json_object_set_new(meta, "online_at", json_integer((json_int_t)online_at));
+  if (client) json_object_update_missing(meta, client);
+  json_decref(client);
+  char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(meta);
+  if (!text) *reason = "out of memory";
+  return text;
+}
+
+int hark_channel_presence_prepare(hark_conn *conn, const char *payload, size_t payload_len,
+                                  hark_presence_join *join, const char **reason) {
+  memset(join, 0, sizeof *join);
+  if (choose_key(conn, &join->key, reason) != 0) {
+    hark_buf_free(&join->key);
+    return -1;
+  }
+  join->meta = build_meta(unix_ms(), payload, payload_len, 0, reason);
+  if (!join->meta) {
+    hark_buf_free(&join->key);
+    return -1;
+  }
+  return 0;
+}
+
+void hark_channel_presence_discard(hark_presence_join *join) {
+  hark_buf_free(&join->key);
+  free(join->meta);
+  join->meta = NULL;
+}
+
+void hark_channel_presence_start(hark_channel *ch, hark_presence_join *join) {
+  hark_presence *presence = ch->conn->server->config.presence;
+
+  /* The state goes out before the track, so it lists everyone but this
+   * socket, and the joiner then learns of itself from the presence_diff
+   * that every subscriber gets. */
+  size_t list_len;
+  char *list = hark_presence_list(presence, ch->topic, ch->topic_len, &list_len);
+  if (list) hark_channel_push(ch, "presence_state", list, list_len);
+  free(list);
+
+  json_t *parsed = json_loads(join->meta, 0, NULL);
+  json_t *online_at = parsed ? json_object_get(parsed, "online_at") : NULL;
+  ch->online_at = online_at ? (uint64_t)json_integer_value(online_at) : unix_ms();
+  json_decref(parsed);
+
+  int rc = hark_presence_track(presence, &ch->sub, ch->topic, ch->topic_len, join->key.data,
+                               join->key.len, join->meta, strlen(join->meta), NULL);
+  if (rc == 0) {
+    ch->presence_key = join->key.data;
+    ch->presence_key_len = join->key.len;
+    join->key = (hark_buf){0};
+  } else {
+    HARK_ERROR("presence_track_failed", "conn=%llu error=\"%s\"", (unsigned long long)ch->conn->id,
+               hark_strerror(rc));
+  }
+  hark_channel_presence_discard(join);
+}
+
+const char *hark_channel_presence_update(hark_channel *ch, const char *payload, size_t payload_len) {
+  if (!ch->presence_key) return "presence is not enabled for this topic";
+
+  const char *reason = NULL;
+  char *meta = build_meta(ch->online_at, payload, payload_len, 1, &reason);
+  if (!meta) return reason;
+  int rc = hark_presence_update(ch->conn->server->config.presence, &ch->sub, ch->topic,
+                                ch->topic_len, ch->presence_key, ch->presence_key_len, meta,
+                                strlen(meta), NULL);
+  free(meta);
+  return rc == 0 ? NULL : hark_strerror(rc);
+}
+
+void hark_channel_presence_leave(hark_channel *ch) {
+  if (!ch->presence_key) return;
+  hark_presence_untrack_all(ch->conn->server->config.presence, &ch->sub);
+  free(ch->presence_key);
+  ch->presence_key = NULL;
+}
