@@ -46,6 +46,12 @@ static void usage(FILE *out) {
           "                             (default 60000)\n"
           "  --max-channels N           channels one socket may join (default 100)\n"
           "  --max-body-bytes N         largest HTTP request body, in bytes (default 1048576)\n"
+          "  --max-output-bytes N       bytes queued for a socket that reads too slowly before\n"
+          "                             it is closed (default 16777216)\n"
+          "  --max-connections N        open connections in total (default 100000)\n"
+          "  --max-connections-per-ip N open connections from one client address (default 1000)\n"
+          "  --handshake-timeout-ms N   time to send a whole HTTP request, including the\n"
+          "                             WebSocket upgrade (default 10000)\n"
           "  --presence PATTERN         track presence on topics matching this glob ('*' any\n"
           "                             bytes, '?' one byte); repeatable; default '*'\n"
           "  --no-presence              turn presence off on every topic\n"
@@ -105,6 +111,7 @@ static int parse_listen(const char *text, harkd *d, int *port) {
 enum {
   OPT_LISTEN = 256, OPT_MAX_MESSAGE, OPT_IDLE, OPT_MAX_CHANNELS, OPT_MAX_BODY, OPT_WEB_ROOT,
   OPT_PHOENIX_JS, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION, OPT_PRESENCE, OPT_NO_PRESENCE,
+  OPT_MAX_OUTPUT, OPT_MAX_CONNECTIONS, OPT_MAX_CONNECTIONS_PER_IP, OPT_HANDSHAKE_TIMEOUT,
 };
 
 static const struct option long_options[] = {
@@ -116,6 +123,10 @@ static const struct option long_options[] = {
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
     {"phoenix-js", required_argument, NULL, OPT_PHOENIX_JS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_IP},
+    {"handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"presence", required_argument, NULL, OPT_PRESENCE},
     {"no-presence", no_argument, NULL, OPT_NO_PRESENCE},
     {"help", no_argument, NULL, OPT_HELP},
@@ -132,7 +143,7 @@ static int parse_args(int argc, char **argv, harkd *d, hark_server_config *confi
   int opt;
 
   opterr = 0;
-  while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
     switch (opt) {
       case OPT_LISTEN: listen = optarg; break;
       case OPT_MAX_MESSAGE:
@@ -162,6 +173,26 @@ static int parse_args(int argc, char **argv, harkd *d, hark_server_config *confi
         d->presence_patterns[d->presence_pattern_count++] = optarg;
         break;
       case OPT_NO_PRESENCE: d->presence_off = 1; break;
+      case OPT_MAX_OUTPUT:
+        if (parse_number(optarg, 1024, 1ULL << 34, &n) != 0)
+          return usage_error("invalid --max-output-bytes '%s': expected a number of bytes from 1024 to 17179869184", optarg);
+        config->max_output_bytes = (size_t)n;
+        break;
+      case OPT_MAX_CONNECTIONS:
+        if (parse_number(optarg, 1, 10000000, &n) != 0)
+          return usage_error("invalid --max-connections '%s': expected a number from 1 to 10000000", optarg);
+        config->max_connections = (size_t)n;
+        break;
+      case OPT_MAX_CONNECTIONS_PER_IP:
+        if (parse_number(optarg, 1, 10000000, &n) != 0)
+          return usage_error("invalid --max-connections-per-ip '%s': expected a number from 1 to 10000000", optarg);
+        config->max_connections_per_ip = (size_t)n;
+        break;
+      case OPT_HANDSHAKE_TIMEOUT:
+        if (parse_number(optarg, 1, 3600000, &n) != 0)
+          return usage_error("invalid --handshake-timeout-ms '%s': expected milliseconds from 1 to 3600000", optarg);
+        config->handshake_timeout_ms = n;
+        break;
       case OPT_WEB_ROOT: config->web_root = optarg; break;
       case OPT_PHOENIX_JS: config->phoenix_js = optarg; break;
       case OPT_LOG_LEVEL: {
@@ -209,6 +240,11 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
 }
 
 static void check_demo_files(const hark_server_config *config) {
+  char index[1100];
+  snprintf(index, sizeof index, "%s/index.html", config->web_root);
+  if (access(index, R_OK) != 0)
+    HARK_WARN("demo_asset_missing", "path=\"%s\" hint=\"pass --web-root with the folder of index.html\"",
+              index);
   if (access(config->phoenix_js, R_OK) != 0)
     HARK_WARN("demo_asset_missing", "path=\"%s\" hint=\"run npm ci, or pass --phoenix-js\"",
               config->phoenix_js);

@@ -8,14 +8,12 @@
 #include "base/log.h"
 #include "server/conn.h"
 
-#define MAX_STATIC_FILE_BYTES (4 * 1024 * 1024)
-
 static int path_is(const char *path, size_t len, const char *expected) {
   return strlen(expected) == len && memcmp(path, expected, len) == 0;
 }
 
 static void reply_bad_request(hark_conn *conn, const char *message) {
-  HARK_WARN("api_request_rejected", "conn=%llu peer=%s status=400 reason=\"%s\"",
+  HARK_CLIENT_WARN(conn->server, "api_request_rejected", "conn=%llu peer=%s status=400 reason=\"%s\"",
             (unsigned long long)conn->id, conn->peer, message);
   hark_http_respond_error(conn, 400, message, NULL);
 }
@@ -53,6 +51,10 @@ static void handle_broadcast(hark_conn *conn) {
   const hark_buf *body = &conn->request->body;
   const char *payload;
   size_t payload_len;
+  if (!hark_json_valid(body->data, body->len)) {
+    reply_bad_request(conn, "request body is not valid JSON (RFC 8259, UTF-8, nesting at most 64 deep)");
+    return;
+  }
   if (hark_json_object_get(body->data, body->len, "payload", &payload, &payload_len) < 0) {
     reply_bad_request(conn, "request body must be a JSON object");
     return;
@@ -61,6 +63,10 @@ static void handle_broadcast(hark_conn *conn) {
   hark_buf topic = {0}, event = {0};
   if (body_string(conn, "topic", &topic) != 0 || body_string(conn, "event", &event) != 0)
     goto done;
+  if (event.len >= 4 && memcmp(event.data, "phx_", 4) == 0) {
+    reply_bad_request(conn, "field \"event\" must not start with phx_: those events are reserved");
+    goto done;
+  }
   int found = hark_json_object_get(body->data, body->len, "payload", &payload, &payload_len);
   if (found == 0) {
     reply_bad_request(conn, "missing field \"payload\"");
@@ -124,32 +130,17 @@ static const char *content_type_for(const char *name) {
   return "application/octet-stream";
 }
 
-/* Answers with the contents of `file`. Reads the whole file per request: the
- * demo page is a few small files, so no cache is kept. */
+/* Answers with the contents of `file`, from the static file cache. */
 static void send_file(hark_conn *conn, const char *file) {
-  FILE *f = fopen(file, "rb");
-  if (!f) {
-    HARK_WARN("static_file_missing", "conn=%llu path=\"%s\" error=\"%s\"",
-              (unsigned long long)conn->id, file, strerror(errno));
+  hark_shared_bytes *body = hark_static_file_get(conn->server, file);
+  if (!body) {
+    HARK_CLIENT_WARN(conn->server, "static_file_missing", "conn=%llu path=\"%s\" error=\"%s\"",
+                     (unsigned long long)conn->id, file, strerror(errno));
     hark_http_respond_error(conn, 404, "not found", NULL);
     return;
   }
-
-  hark_buf data = {0};
-  char chunk[16384];
-  size_t n;
-  int too_big = 0;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-    if (data.len + n > MAX_STATIC_FILE_BYTES || hark_buf_append(&data, chunk, n) != 0) {
-      too_big = 1;
-      break;
-    }
-  }
-  fclose(f);
-
-  if (too_big) hark_http_respond_error(conn, 500, "static file is too large", NULL);
-  else hark_http_respond(conn, 200, content_type_for(file), data.data ? data.data : "", data.len, NULL);
-  hark_buf_free(&data);
+  hark_http_respond_shared(conn, 200, content_type_for(file), body);
+  hark_shared_bytes_unref(body);
 }
 
 /* A name in the web root: letters, digits, '-', '_' and one inner '.', so no
@@ -169,7 +160,7 @@ static int static_name_valid(const char *name, size_t len) {
 
 static int method_allowed(hark_conn *conn, int method, int allowed, const char *allow_header) {
   if (method == allowed || (allowed == HTTP_GET && method == HTTP_HEAD)) return 1;
-  HARK_WARN("api_request_rejected", "conn=%llu peer=%s status=405 method=%s",
+  HARK_CLIENT_WARN(conn->server, "api_request_rejected", "conn=%llu peer=%s status=405 method=%s",
             (unsigned long long)conn->id, conn->peer, llhttp_method_name((llhttp_method_t)method));
   hark_http_respond_error(conn, 405, "method not allowed", allow_header);
   return 0;

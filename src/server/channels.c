@@ -124,7 +124,7 @@ static hark_socket_info socket_info(const hark_conn *conn) {
 static void log_topic_event(const char *what, hark_conn *conn, hark_span topic, const char *detail) {
   char quoted[160];
   hark_log_quote(quoted, sizeof quoted, topic.ptr, topic.len);
-  HARK_INFO(what, "conn=%llu peer=%s topic=%s reason=\"%s\"", (unsigned long long)conn->id,
+  HARK_CLIENT_INFO(conn->server, what, "conn=%llu peer=%s topic=%s reason=\"%s\"", (unsigned long long)conn->id,
             conn->peer, quoted, detail);
 }
 
@@ -277,7 +277,7 @@ void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t le
   hark_channel_msg msg;
   if (hark_channel_decode(&conn->decoder, conn->serializer, binary, data, len, &msg) != 0) {
     const char *error = conn->decoder.error ? conn->decoder.error : "invalid message";
-    HARK_WARN("invalid_channel_message", "conn=%llu peer=%s binary=%d reason=\"%s\"",
+    HARK_CLIENT_WARN(conn->server, "invalid_channel_message", "conn=%llu peer=%s binary=%d reason=\"%s\"",
               (unsigned long long)conn->id, conn->peer, binary, error);
     uint16_t code = binary && conn->serializer == HARK_SERIALIZER_V1 ? HARK_WS_CLOSE_UNSUPPORTED_DATA
                                                                      : HARK_WS_CLOSE_INVALID_PAYLOAD;

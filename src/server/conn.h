@@ -8,8 +8,10 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/log.h"
 #include "hark/pubsub.h"
 #include "server/channel_codec.h"
+#include "server/ip_table.h"
 #include "server/server.h"
 #include "server/ws_frame.h"
 
@@ -41,6 +43,16 @@ typedef struct hark_http_request {
 
 typedef struct hark_channel hark_channel;
 
+/* The demo page's files, read once and kept while their size and mtime stay
+ * the same, so serving them costs a stat and no copy. */
+#define HARK_STATIC_CACHE_SLOTS 16
+typedef struct hark_static_file {
+  char *path;                   /* owned; NULL for a free slot */
+  hark_shared_bytes *body;      /* one reference owned by the cache */
+  int64_t mtime_ns;
+  int64_t size;
+} hark_static_file;
+
 typedef struct hark_conn {
   uv_tcp_t tcp;                 /* first member: the handle's address is the conn's */
   hark_server *server;
@@ -49,6 +61,9 @@ typedef struct hark_conn {
   char peer[64];
   uint64_t last_read_ms;
   uint64_t closing_since_ms;            /* when hark_conn_finish ran */
+  uint64_t request_started_ms;          /* start of the HTTP request being read, or 0 */
+  hark_ip_key ip;
+  int ip_counted;                        /* counted in server->ip_counts */
 
   struct hark_conn *prev, *next;         /* the server's list of connections */
   struct hark_conn *dirty_next;          /* the server's list of conns with output */
@@ -73,7 +88,7 @@ typedef struct hark_conn {
   /* Output: frames waiting to be written, and frames handed to uv_write. */
   hark_shared_bytes **pending;
   size_t pending_count, pending_cap;
-  size_t pending_bytes;
+  size_t queued_bytes;                   /* pending plus in-flight, with overhead */
   uv_write_t write_req;
   hark_shared_bytes **inflight;
   size_t inflight_count, inflight_cap;
@@ -115,15 +130,29 @@ struct hark_server {
   hark_conn *dirty;
   uint64_t next_conn_id;
   size_t conn_count;
+  hark_ip_table ip_counts;
+  hark_static_file static_files[HARK_STATIC_CACHE_SLOTS];
   llhttp_settings_t http_settings;
   hark_dispatcher fastlane;
   char read_buffer[65536];               /* shared by every read callback */
+  uint64_t log_window_ms;                /* start of the current one-second window */
+  unsigned log_lines, log_suppressed;
   int shutting_down;
   void (*shutdown_done)(hark_server *server, void *arg);
   void *shutdown_arg;
 };
 
 uint64_t hark_now_ms(const hark_server *server);
+
+/* Returns 1 when a log line about a client's fault may be written now. Such
+ * lines are limited to CLIENT_LOG_LINES_PER_SECOND per server, so a client
+ * cannot flood the log; a line then reports how many were dropped. */
+int hark_server_log_allowed(hark_server *server);
+
+#define HARK_CLIENT_WARN(server, msg, ...) \
+  do { if (hark_server_log_allowed(server)) HARK_WARN(msg, __VA_ARGS__); } while (0)
+#define HARK_CLIENT_INFO(server, msg, ...) \
+  do { if (hark_server_log_allowed(server)) HARK_INFO(msg, __VA_ARGS__); } while (0)
 
 /* Output. hark_conn_send takes over one reference to `bytes`. */
 void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes);
@@ -142,6 +171,15 @@ int hark_http_respond(hark_conn *conn, int status, const char *content_type, con
                       size_t body_len, const char *extra_headers);
 int hark_http_respond_error(hark_conn *conn, int status, const char *message,
                             const char *extra_headers);
+/* Like hark_http_respond, but the body is a shared block that is queued
+ * without a copy; takes over nothing (the caller keeps its reference). */
+int hark_http_respond_shared(hark_conn *conn, int status, const char *content_type,
+                             hark_shared_bytes *body);
+
+/* Static files (static_files.c). Returns the file's contents with one new
+ * reference for the caller, or NULL with errno set. */
+hark_shared_bytes *hark_static_file_get(hark_server *server, const char *path);
+void hark_static_files_free(hark_server *server);
 const char *hark_http_header_get(const hark_http_request *request, const char *name,
                                  size_t *len);
 

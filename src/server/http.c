@@ -28,6 +28,12 @@ static int append_head_bytes(hark_conn *conn, const char *at, size_t len) {
   return 0;
 }
 
+static int on_message_begin(llhttp_t *parser) {
+  hark_conn *conn = conn_of(parser);
+  conn->request_started_ms = hark_now_ms(conn->server);
+  return 0;
+}
+
 static int on_url(llhttp_t *parser, const char *at, size_t len) {
   hark_conn *conn = conn_of(parser);
   if (append_head_bytes(conn, at, len) != 0) return -1;
@@ -74,6 +80,15 @@ static int on_headers_complete(llhttp_t *parser) {
   if ((parser->flags & F_CONTENT_LENGTH) &&
       parser->content_length > conn->server->config.max_body_bytes)
     return reject(conn->request, 413, "request body is too large");
+
+  /* A client that waits for "100 Continue" before sending its body (curl
+   * does for larger bodies) gets it at once. */
+  size_t len;
+  const char *expect = hark_http_header_get(conn->request, "expect", &len);
+  if (expect && len == 12 && strncasecmp(expect, "100-continue", 12) == 0) {
+    static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    hark_conn_send_copy(conn, go_on, sizeof go_on - 1);
+  }
   return 0;
 }
 
@@ -95,6 +110,7 @@ static int on_message_complete(llhttp_t *parser) {
 
 void hark_http_settings_init(llhttp_settings_t *settings) {
   llhttp_settings_init(settings);
+  settings->on_message_begin = on_message_begin;
   settings->on_url = on_url;
   settings->on_header_field = on_header_field;
   settings->on_header_value = on_header_value;
@@ -105,6 +121,7 @@ void hark_http_settings_init(llhttp_settings_t *settings) {
 
 static void request_reset(hark_conn *conn) {
   hark_http_request *request = conn->request;
+  conn->request_started_ms = 0;
   hark_buf_reset(&request->text);
   hark_buf_reset(&request->body);
   request->url_len = 0;
@@ -153,6 +170,7 @@ static const char *status_text(int status) {
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Content Too Large";
+    case 408: return "Request Timeout";
     case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -161,19 +179,39 @@ static const char *status_text(int status) {
   }
 }
 
+/* Appends the status line and headers of a response with a body of
+ * `body_len` bytes. */
+static int append_head(hark_buf *out, hark_conn *conn, int status, const char *content_type,
+                       size_t body_len, const char *extra_headers) {
+  return hark_buf_printf(out,
+                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                         "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
+                         status, status_text(status), content_type, body_len,
+                         conn->close_after_response ? "close" : "keep-alive",
+                         extra_headers ? extra_headers : "");
+}
+
+/* A response to HEAD keeps Content-Length but carries no body. */
+static int is_head(const hark_conn *conn) {
+  return conn->request && conn->request->parser.method == HTTP_HEAD;
+}
+
 int hark_http_respond(hark_conn *conn, int status, const char *content_type, const char *body,
                       size_t body_len, const char *extra_headers) {
   hark_buf out = {0};
-  int rc = hark_buf_printf(&out,
-                           "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                           "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
-                           status, status_text(status), content_type, body_len,
-                           conn->close_after_response ? "close" : "keep-alive",
-                           extra_headers ? extra_headers : "");
-  /* A response to HEAD keeps Content-Length but carries no body. */
-  int head = conn->request && conn->request->parser.method == HTTP_HEAD;
-  if (rc == 0 && !head) rc = hark_buf_append(&out, body, body_len);
+  int rc = append_head(&out, conn, status, content_type, body_len, extra_headers);
+  if (rc == 0 && !is_head(conn)) rc = hark_buf_append(&out, body, body_len);
   if (rc == 0) rc = hark_conn_send_copy(conn, out.data, out.len);
+  hark_buf_free(&out);
+  return rc;
+}
+
+int hark_http_respond_shared(hark_conn *conn, int status, const char *content_type,
+                             hark_shared_bytes *body) {
+  hark_buf out = {0};
+  int rc = append_head(&out, conn, status, content_type, body->len, NULL);
+  if (rc == 0) rc = hark_conn_send_copy(conn, out.data, out.len);
+  if (rc == 0 && !is_head(conn)) hark_conn_send(conn, hark_shared_bytes_ref(body));
   hark_buf_free(&out);
   return rc;
 }
@@ -191,7 +229,7 @@ int hark_http_respond_error(hark_conn *conn, int status, const char *message,
 }
 
 static void log_rejected(hark_conn *conn, int status, const char *reason) {
-  HARK_WARN("http_request_rejected", "conn=%llu peer=%s status=%d reason=\"%s\"",
+  HARK_CLIENT_WARN(conn->server, "http_request_rejected", "conn=%llu peer=%s status=%d reason=\"%s\"",
             (unsigned long long)conn->id, conn->peer, status, reason);
 }
 
@@ -212,11 +250,32 @@ static void fail_request(hark_conn *conn, llhttp_errno_t err) {
   hark_conn_finish(conn);
 }
 
+/* Turns an absolute-form target ("http://host:port/path?q") into its path
+ * and query, which servers must accept (RFC 9112 section 3.2.2). */
+static void skip_absolute_form(const char **url, size_t *len) {
+  static const char *const schemes[] = {"http://", "https://", "ws://", "wss://"};
+  for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+    size_t scheme_len = strlen(schemes[i]);
+    if (*len < scheme_len || strncasecmp(*url, schemes[i], scheme_len) != 0) continue;
+    const char *authority = *url + scheme_len;
+    const char *path = memchr(authority, '/', *len - scheme_len);
+    if (!path) {
+      *url = "/";
+      *len = 1;
+    } else {
+      *len -= (size_t)(path - *url);
+      *url = path;
+    }
+    return;
+  }
+}
+
 /* Routes one complete request. `rest` holds the bytes after it. */
 static void handle_request(hark_conn *conn, char *rest, size_t rest_len) {
   hark_http_request *request = conn->request;
   const char *url = request->text.data;
   size_t url_len = request->url_len;
+  skip_absolute_form(&url, &url_len);
   if (url_len == 0 || url[0] != '/') {
     conn->close_after_response = 1;
     log_rejected(conn, 400, "request target must be an absolute path");
@@ -234,6 +293,11 @@ static void handle_request(hark_conn *conn, char *rest, size_t rest_len) {
     hark_ws_upgrade(conn, url, path_len, query, query_len, rest, rest_len);
     return;
   }
+
+  /* llhttp stops at a request that asks for an upgrade and does not resume
+   * HTTP parsing after it, so such a request on another path ends the
+   * connection after its response. */
+  if (request->parser.upgrade) conn->close_after_response = 1;
   if (!hark_api_route(conn, request->parser.method, url, path_len))
     hark_http_respond_error(conn, 404, "not found", NULL);
 }
@@ -257,7 +321,7 @@ void hark_http_on_data(hark_conn *conn, char *data, size_t len) {
     /* An upgrade consumed the rest of the input; a finished or closing
      * connection stops here. */
     if (conn->state != HARK_CONN_HTTP) break;
-    if (conn->close_after_response) {
+    if (conn->close_after_response || conn->overflowed) {
       hark_conn_finish(conn);
       break;
     }

@@ -13,6 +13,9 @@
 #define SHUTDOWN_GRACE_MS 3000
 /* How long a closing connection waits for the peer to close its side. */
 #define LINGER_MS 2000
+/* The memory around one queued frame: its allocation header and queue slot. */
+#define FRAME_OVERHEAD_BYTES 64
+#define CLIENT_LOG_LINES_PER_SECOND 50
 
 void hark_server_config_defaults(hark_server_config *config) {
   memset(config, 0, sizeof *config);
@@ -24,9 +27,30 @@ void hark_server_config_defaults(hark_server_config *config) {
   config->max_header_bytes = 16 * 1024;
   config->max_body_bytes = 1024 * 1024;
   config->max_output_bytes = 16 * 1024 * 1024;
+  config->max_connections = 100000;
+  config->max_connections_per_ip = 1000;
+  config->handshake_timeout_ms = 10000;
 }
 
 uint64_t hark_now_ms(const hark_server *server) { return uv_now(server->loop); }
+
+int hark_server_log_allowed(hark_server *server) {
+  uint64_t now = hark_now_ms(server);
+  if (now - server->log_window_ms >= 1000) {
+    if (server->log_suppressed > 0)
+      HARK_WARN("log_lines_suppressed", "count=%u reason=\"more than %d client error lines per second\"",
+                server->log_suppressed, CLIENT_LOG_LINES_PER_SECOND);
+    server->log_window_ms = now;
+    server->log_lines = 0;
+    server->log_suppressed = 0;
+  }
+  if (server->log_lines < CLIENT_LOG_LINES_PER_SECOND) {
+    server->log_lines++;
+    return 1;
+  }
+  server->log_suppressed++;
+  return 0;
+}
 
 static void conn_list_remove(hark_server *server, hark_conn *conn) {
   if (conn->prev) conn->prev->next = conn->next;
@@ -84,6 +108,8 @@ void hark_conn_abort(hark_conn *conn) {
   HARK_DEBUG("connection_closed", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
   hark_channels_leave_all(conn);
   hark_http_free(conn);
+  if (conn->ip_counted) hark_ip_table_remove(&conn->server->ip_counts, &conn->ip);
+  conn->ip_counted = 0;
   conn_list_remove(conn->server, conn);
   uv_read_stop((uv_stream_t *)&conn->tcp);
   uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
@@ -120,6 +146,13 @@ void hark_conn_finish(hark_conn *conn) {
   if (!conn->writing && conn->pending_count == 0 && !conn->dirty) half_close(conn);
 }
 
+/* What a queued frame costs against max_output_bytes: its bytes plus the
+ * allocation and queue slot around it, so that a flood of tiny frames is
+ * bounded by real memory, not by payload bytes alone. */
+static size_t frame_cost(const hark_shared_bytes *bytes) {
+  return bytes->len + FRAME_OVERHEAD_BYTES;
+}
+
 static void mark_dirty(hark_conn *conn) {
   if (conn->dirty) return;
   conn->dirty = 1;
@@ -137,11 +170,13 @@ void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes) {
    * allowed to hold unbounded memory. The close waits for the next flush, so
    * a dispatcher that is looping over subscribers never sees a channel freed
    * under it. */
-  if (conn->overflowed || conn->pending_bytes + bytes->len > conn->server->config.max_output_bytes) {
+  size_t cost = frame_cost(bytes);
+  if (conn->overflowed || conn->queued_bytes + cost > conn->server->config.max_output_bytes) {
     hark_shared_bytes_unref(bytes);
     if (!conn->overflowed)
-      HARK_WARN("slow_consumer_closed", "conn=%llu peer=%s queued_bytes=%zu",
-                (unsigned long long)conn->id, conn->peer, conn->pending_bytes);
+      HARK_CLIENT_WARN(conn->server, "slow_consumer_closed", "conn=%llu peer=%s queued_bytes=%zu limit=%zu",
+                (unsigned long long)conn->id, conn->peer, conn->queued_bytes,
+                conn->server->config.max_output_bytes);
     conn->overflowed = 1;
     mark_dirty(conn);
     return;
@@ -162,7 +197,7 @@ void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes) {
   }
 
   conn->pending[conn->pending_count++] = bytes;
-  conn->pending_bytes += bytes->len;
+  conn->queued_bytes += cost;
   mark_dirty(conn);
 }
 
@@ -178,6 +213,7 @@ static void flush_conn(hark_conn *conn);
 
 static void on_written(uv_write_t *req, int status) {
   hark_conn *conn = req->data;
+  for (size_t i = 0; i < conn->inflight_count; i++) conn->queued_bytes -= frame_cost(conn->inflight[i]);
   release_frames(conn->inflight, conn->inflight_count);
   conn->inflight_count = 0;
   conn->writing = 0;
@@ -226,7 +262,6 @@ static void flush_conn(hark_conn *conn) {
   conn->pending = spare;
   conn->pending_cap = spare_cap;
   conn->pending_count = 0;
-  conn->pending_bytes = 0;
 
   conn->writing = 1;
   conn->write_req.data = conn;
@@ -293,29 +328,45 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   else if (conn->state == HARK_CONN_WS) hark_ws_on_data(conn, data, len);
 }
 
-static void format_peer(hark_conn *conn) {
+/* Formats the peer address into conn->peer and its key into conn->ip. */
+static void read_peer(hark_conn *conn) {
   struct sockaddr_storage addr;
   int len = sizeof addr;
   char host[INET6_ADDRSTRLEN] = "?";
   int port = 0;
+  memset(&conn->ip, 0, sizeof conn->ip);
   if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &len) == 0) {
     if (addr.ss_family == AF_INET6) {
       struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
       uv_ip6_name(a6, host, sizeof host);
       port = ntohs(a6->sin6_port);
+      memcpy(conn->ip.bytes, &a6->sin6_addr, 16);
     } else {
       struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
       uv_ip4_name(a4, host, sizeof host);
       port = ntohs(a4->sin_port);
+      conn->ip.bytes[10] = conn->ip.bytes[11] = 0xff;
+      memcpy(conn->ip.bytes + 12, &a4->sin_addr, 4);
     }
   }
   snprintf(conn->peer, sizeof conn->peer, "%s:%d", host, port);
 }
 
+/* Checks the connection limits for a new connection. Returns NULL when it
+ * may stay, or the reason it must be turned away. */
+static const char *admit(hark_server *server, hark_conn *conn) {
+  if (server->conn_count > server->config.max_connections) return "too many connections";
+  uint32_t count = hark_ip_table_add(&server->ip_counts, &conn->ip);
+  if (count == 0) return "out of memory";
+  conn->ip_counted = 1;
+  if (count > server->config.max_connections_per_ip) return "too many connections from this address";
+  return NULL;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   hark_server *server = listener->data;
   if (status < 0) {
-    HARK_WARN("accept_failed", "error=%s", uv_err_name(status));
+    HARK_CLIENT_WARN(server, "accept_failed", "error=%s", uv_err_name(status));
     return;
   }
 
@@ -332,15 +383,26 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (server->conns) server->conns->prev = conn;
   server->conns = conn;
 
-  if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 || hark_http_start(conn) != 0) {
+  int rc = uv_accept(listener, (uv_stream_t *)&conn->tcp);
+  if (rc != 0 || hark_http_start(conn) != 0) {
+    HARK_CLIENT_WARN(server, "accept_failed", "error=%s", rc ? uv_err_name(rc) : "out of memory");
     hark_conn_abort(conn);
     return;
   }
   uv_tcp_nodelay(&conn->tcp, 1);
-  format_peer(conn);
-  conn->last_read_ms = hark_now_ms(server);
+  read_peer(conn);
+  conn->last_read_ms = conn->request_started_ms = hark_now_ms(server);
   HARK_DEBUG("connection_opened", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
   uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+
+  const char *refusal = admit(server, conn);
+  if (refusal) {
+    HARK_CLIENT_WARN(server, "connection_rejected", "conn=%llu peer=%s status=503 reason=\"%s\"",
+                     (unsigned long long)conn->id, conn->peer, refusal);
+    conn->close_after_response = 1;
+    hark_http_respond_error(conn, 503, refusal, "Retry-After: 5\r\n");
+    hark_conn_finish(conn);
+  }
 }
 
 /* Closes WebSockets that have sent nothing for idle_timeout_ms, and HTTP
@@ -353,8 +415,16 @@ static void on_sweep(uv_timer_t *timer) {
     hark_conn *next = conn->next;
     if (conn->state == HARK_CONN_CLOSING) {
       if (now - conn->closing_since_ms >= LINGER_MS) hark_conn_abort(conn);
+    } else if (conn->state == HARK_CONN_HTTP && conn->request_started_ms &&
+               now - conn->request_started_ms >= server->config.handshake_timeout_ms) {
+      HARK_CLIENT_INFO(server, "request_timeout", "conn=%llu peer=%s timeout_ms=%llu",
+                       (unsigned long long)conn->id, conn->peer,
+                       (unsigned long long)server->config.handshake_timeout_ms);
+      conn->close_after_response = 1;
+      hark_http_respond_error(conn, 408, "request not completed in time", NULL);
+      hark_conn_finish(conn);
     } else if (now - conn->last_read_ms >= server->config.idle_timeout_ms) {
-      HARK_INFO("idle_timeout", "conn=%llu peer=%s idle_ms=%llu", (unsigned long long)conn->id,
+      HARK_CLIENT_INFO(server, "idle_timeout", "conn=%llu peer=%s idle_ms=%llu", (unsigned long long)conn->id,
                 conn->peer, (unsigned long long)(now - conn->last_read_ms));
       if (conn->state == HARK_CONN_WS) hark_ws_close(conn, HARK_WS_CLOSE_GOING_AWAY, "idle timeout");
       else hark_conn_abort(conn);
@@ -403,7 +473,10 @@ int hark_server_listen(hark_server *server) {
 
   /* Sweep often enough that a socket is closed within about a quarter of
    * the timeout after it expires. */
-  uint64_t period = server->config.idle_timeout_ms / 4;
+  uint64_t shortest = server->config.idle_timeout_ms < server->config.handshake_timeout_ms
+                          ? server->config.idle_timeout_ms
+                          : server->config.handshake_timeout_ms;
+  uint64_t period = shortest / 4;
   if (period < 10) period = 10;
   if (period > 1000) period = 1000;
   uv_timer_start(&server->sweeper, on_sweep, period, period);
@@ -450,6 +523,8 @@ void hark_server_destroy(hark_server *server) {
   uv_close((uv_handle_t *)&server->flusher, NULL);
   uv_close((uv_handle_t *)&server->sweeper, NULL);
   uv_close((uv_handle_t *)&server->shutdown_timer, NULL);
+  hark_ip_table_free(&server->ip_counts);
+  hark_static_files_free(server);
   if (server->listening) uv_close((uv_handle_t *)&server->listener, NULL);
   /* The handles are embedded in `server`, so the loop must run their close
    * callbacks before the memory goes: run it once here. */

@@ -51,6 +51,9 @@ typedef struct hark_server_config {
   size_t max_header_bytes;       /* request line plus headers */
   size_t max_body_bytes;         /* HTTP request body */
   size_t max_output_bytes;       /* bytes queued for one socket before it is closed */
+  size_t max_connections;        /* open connections in total */
+  size_t max_connections_per_ip; /* open connections from one client address */
+  uint64_t handshake_timeout_ms; /* time to send a whole HTTP request (and so the upgrade) */
   const char *web_root;          /* folder of the demo page */
   const char *phoenix_js;        /* path of phoenix.mjs from the npm package */
   hark_channel_policy policy;

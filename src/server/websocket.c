@@ -8,6 +8,9 @@
 #include "base/log.h"
 #include "server/conn.h"
 
+/* Input buffers larger than this are freed once empty. */
+#define INPUT_KEEP_BYTES (64 * 1024)
+
 /* Returns 1 when the comma-separated header value contains `token`, compared
  * without regard to case. */
 static int header_has_token(const char *value, size_t len, const char *token) {
@@ -25,7 +28,7 @@ static int header_has_token(const char *value, size_t len, const char *token) {
 }
 
 static void reject_upgrade(hark_conn *conn, int status, const char *reason, const char *headers) {
-  HARK_WARN("websocket_rejected", "conn=%llu peer=%s status=%d reason=\"%s\"",
+  HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=%d reason=\"%s\"",
             (unsigned long long)conn->id, conn->peer, status, reason);
   conn->close_after_response = 1;
   hark_http_respond_error(conn, status, reason, headers);
@@ -84,7 +87,7 @@ static int negotiate_serializer(hark_conn *conn, const char *query, size_t query
   if (rc != 0 || found < 0) {
     char quoted[80];
     hark_log_quote(quoted, sizeof quoted, vsn.data ? vsn.data : "", vsn.len);
-    HARK_WARN("websocket_rejected", "conn=%llu peer=%s status=403 reason=\"unsupported vsn\" vsn=%s",
+    HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=403 reason=\"unsupported vsn\" vsn=%s",
               (unsigned long long)conn->id, conn->peer, quoted);
     conn->close_after_response = 1;
     hark_http_respond_error(conn, 403, "unsupported protocol version (vsn); use 1.0.0 or 2.0.0", NULL);
@@ -175,6 +178,9 @@ static void keep_tail(hark_conn *conn, const char *data, size_t len) {
   if (input->len > 0 && data >= input->data && data <= input->data + input->len) {
     hark_buf_consume(input, (size_t)(data - input->data));
     input->len = len;
+
+    /* A large message grew the buffer; an idle socket should not keep it. */
+    if (len == 0 && input->cap > INPUT_KEEP_BYTES) hark_buf_free(input);
     return;
   }
   hark_buf_reset(input);
@@ -191,7 +197,7 @@ void hark_ws_on_data(hark_conn *conn, char *data, size_t len) {
     int has_event = 0;
     int rc = hark_ws_parse(&conn->ws, data, len, &consumed, &event, &has_event);
     if (rc < 0) {
-      HARK_WARN("websocket_protocol_error", "conn=%llu peer=%s close_code=%d reason=\"%s\"",
+      HARK_CLIENT_WARN(conn->server, "websocket_protocol_error", "conn=%llu peer=%s close_code=%d reason=\"%s\"",
                 (unsigned long long)conn->id, conn->peer, -rc, conn->ws.error ? conn->ws.error : "");
       hark_ws_close(conn, (uint16_t)-rc, conn->ws.error);
       return;
