@@ -6,16 +6,16 @@
 #   build  compilers, C libraries and cmocka
 #   run    build, plus Node.js and the npm packages (the demo page serves
 #          phoenix.js from node_modules)
-#   test   run, plus clang and Chromium for the test suites
+#   test   run, plus clang, Chromium and redis-server for the test suites
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-test}
 
-packages=(cmake make gcc pkg-config libuv1-dev node-llhttp libjansson-dev libssl-dev libcmocka-dev)
+packages=(cmake make gcc pkg-config libuv1-dev node-llhttp libjansson-dev libssl-dev libcmocka-dev libhiredis-dev)
 case "$profile" in
   build) ;;
   run) packages+=(nodejs) ;;
-  test) packages+=(nodejs chromium clang libclang-rt-14-dev) ;;
+  test) packages+=(nodejs chromium clang libclang-rt-14-dev redis-server) ;;
   *) echo "install-deps: unknown profile '$profile'; use build, run or test" >&2; exit 2 ;;
 esac
 

@@ -104,6 +104,9 @@ typedef struct hark_pubsub_adapter {
    * so an adapter may listen to only the topics this node needs. */
   void (*topic_added)(void *ctx, const char *topic, size_t topic_len);
   void (*topic_removed)(void *ctx, const char *topic, size_t topic_len);
+  /* Called once when the instance is created, with the instance, so the
+   * adapter can call hark_pubsub_local_dispatch and read the node name. */
+  void (*attach)(void *ctx, hark_pubsub *ps);
   /* Called once when the instance is destroyed. */
   void (*destroy)(void *ctx);
 } hark_pubsub_adapter;

@@ -41,6 +41,10 @@ int hark_pubsub_create(hark_pubsub **out, uv_loop_t *loop, const hark_pubsub_opt
       .name = "default", .dispatch = hark__default_dispatch, .ctx = ps};
   if (hark_pubsub_register_dispatcher(ps, &ps->default_dispatcher) != HARK_OK) goto fail;
 
+  /* The adapter learns its instance last, when the instance is complete, so
+   * it may deliver received messages from then on. */
+  if (ps->has_adapter && ps->adapter.attach != NULL) ps->adapter.attach(ps->adapter.ctx, ps);
+
   *out = ps;
   return HARK_OK;
 
