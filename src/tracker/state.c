@@ -26,14 +26,21 @@ enum {
 };
 
 /* One stored entry. It sits in four structures at once: the by_key and by_tag
- * tables, its topic's list (tracking order), its owner's chain (the head is
- * in by_owner) and its replica's list. The own replica's list is sorted by
- * counter, because joins append and an update moves the entry to the tail. */
+ * tables, its topic's list (tracking order), its replica's list and, for an
+ * own entry only, its owner's chain (the head is in by_owner). Remote entries
+ * are never looked up by owner on a hot path, so they skip that index and
+ * leave owner_prev and owner_next NULL. The own replica's list is sorted by
+ * counter, because joins append and an update moves the entry to the tail.
+ *
+ * One allocation holds the entry, its key and the meta it was created with
+ * (one malloc and one free per entry). An update or an overwriting merge
+ * points `meta` at a separate malloc'd copy instead; the inline bytes then
+ * stay unused until the entry is freed. */
 struct hark__entry {
   topic_rec *topic;
   uint64_t owner;
   uint64_t counter;
-  char *meta;
+  char *meta; /* inline_meta(e), or a malloc'd block that the entry owns */
   hark__entry *topic_prev, *topic_next;
   hark__entry *owner_prev, *owner_next;
   hark__entry *replica_prev, *replica_next; /* also links detached entries in a change list */
@@ -41,8 +48,18 @@ struct hark__entry {
   uint32_t meta_len;
   uint16_t key_len;
   uint16_t flags;
-  char key[]; /* allocated as offsetof(hark__entry, key) + key_len */
+  uint32_t key_hash; /* the entry's hash in by_key, kept to skip rehashing on removal */
+  char key[];        /* key_len bytes, then the inline meta and its NUL */
 };
+
+static char *inline_meta(const hark__entry *e) {
+  return (char *)e->key + e->key_len;
+}
+
+/* Frees the entry's meta unless it is the inline one. */
+static void free_meta(hark__entry *e, char *meta) {
+  if (meta != inline_meta(e)) free(meta);
+}
 
 /* What the state stores about one replica. A slot is live while the replica
  * is in the context or in the replicas map; permdown frees it for reuse. */
@@ -106,9 +123,6 @@ static uint32_t owner_hash(uint32_t slot, uint64_t owner) {
   return (uint32_t)hark__hash_mix(owner ^ ((uint64_t)slot << 56) ^ 0x5bd1e995ULL);
 }
 
-static uint32_t entry_key_hash(const hark__entry *e) {
-  return key_hash(e->topic->hash, e->slot, e->owner, e->key, e->key_len);
-}
 
 static topic_rec *find_topic(const hark__state *state, const char *topic, size_t len,
                              uint64_t hash) {
@@ -200,7 +214,7 @@ static long add_slot(hark__state *state, hark__rref ref) {
 
 static void free_entry(hark__entry *e) {
   topic_rec *rec = e->topic;
-  free(e->meta);
+  free_meta(e, e->meta);
   free(e);
   if (--rec->refs == 0) free(rec);
 }
@@ -244,7 +258,11 @@ static void changes_keep_entry(hark__changes *changes, hark__entry *e) {
   changes->detached = e;
 }
 
-static void changes_keep_meta(hark__changes *changes, char *meta) {
+/* Hands the replaced meta `meta` of the live entry `e` to the change list,
+ * or frees it when there is none. An inline meta needs neither: it lives as
+ * long as the entry. */
+static void changes_keep_meta(hark__changes *changes, hark__entry *e, char *meta) {
+  if (meta == inline_meta(e)) return;
   if (changes == NULL) {
     free(meta);
     return;
@@ -285,12 +303,9 @@ void hark__change_view(const hark__changes *changes, size_t i, hark__entry_view 
 
 /* ---- creating and removing entries ---- */
 
-static topic_rec *get_or_add_topic(hark__state *state, const char *topic, size_t len,
-                                   uint64_t hash) {
-  topic_rec *rec = find_topic(state, topic, len, hash);
-  if (rec != NULL) return rec;
-
-  rec = malloc(sizeof(*rec) + len + 1);
+/* Adds a topic record; the caller has checked that the topic is absent. */
+static topic_rec *add_topic(hark__state *state, const char *topic, size_t len, uint64_t hash) {
+  topic_rec *rec = malloc(sizeof(*rec) + len + 1);
   if (rec == NULL) return NULL;
   *rec = (topic_rec){.hash = hash, .in_table = true, .len = len};
   if (len > 0) memcpy(rec->name, topic, len);
@@ -309,15 +324,10 @@ static void drop_topic_if_empty(hark__state *state, topic_rec *rec) {
   if (rec->refs == 0) free(rec);
 }
 
-static void link_entry(hark__state *state, hark__entry *e) {
-  topic_rec *rec = e->topic;
-  e->topic_prev = rec->tail;
-  e->topic_next = NULL;
-  if (rec->tail) rec->tail->topic_next = e;
-  else rec->head = e;
-  rec->tail = e;
-  rec->live++;
-  rec->refs++;
+/* Adds an own entry to its owner's chain, right after the head. */
+static void link_owner(hark__state *state, hark__entry *e) {
+  e->owner_prev = e->owner_next = NULL;
+  if (e->slot != SELF) return;
 
   hark__entry *head = owner_head(state, e->slot, e->owner);
   e->owner_prev = head;
@@ -328,6 +338,33 @@ static void link_entry(hark__state *state, hark__entry *e) {
   } else {
     hark__table_insert(&state->by_owner, owner_hash(e->slot, e->owner), e);
   }
+}
+
+static void unlink_owner(hark__state *state, hark__entry *e) {
+  if (e->slot != SELF) return;
+
+  uint32_t oh = owner_hash(e->slot, e->owner);
+  if (e->owner_prev) {
+    e->owner_prev->owner_next = e->owner_next;
+  } else if (e->owner_next) {
+    hark__table_replace(&state->by_owner, oh, e, e->owner_next);
+  } else {
+    hark__table_remove(&state->by_owner, oh, e);
+  }
+  if (e->owner_next) e->owner_next->owner_prev = e->owner_prev;
+}
+
+static void link_entry(hark__state *state, hark__entry *e) {
+  topic_rec *rec = e->topic;
+  e->topic_prev = rec->tail;
+  e->topic_next = NULL;
+  if (rec->tail) rec->tail->topic_next = e;
+  else rec->head = e;
+  rec->tail = e;
+  rec->live++;
+  rec->refs++;
+
+  link_owner(state, e);
 
   replica_slot *s = &state->slots[e->slot];
   e->replica_prev = s->tail;
@@ -337,7 +374,7 @@ static void link_entry(hark__state *state, hark__entry *e) {
   s->tail = e;
   s->entry_count++;
 
-  hark__table_insert(&state->by_key, entry_key_hash(e), e);
+  hark__table_insert(&state->by_key, e->key_hash, e);
   hark__table_insert(&state->by_tag, tag_hash(e->slot, e->counter), e);
   state->entry_count++;
 }
@@ -360,60 +397,54 @@ static void unlink_entry(hark__state *state, hark__entry *e) {
   else rec->tail = e->topic_prev;
   rec->live--;
 
-  uint32_t oh = owner_hash(e->slot, e->owner);
-  if (e->owner_prev) {
-    e->owner_prev->owner_next = e->owner_next;
-  } else if (e->owner_next) {
-    hark__table_replace(&state->by_owner, oh, e, e->owner_next);
-  } else {
-    hark__table_remove(&state->by_owner, oh, e);
-  }
-  if (e->owner_next) e->owner_next->owner_prev = e->owner_prev;
-
+  unlink_owner(state, e);
   unlink_from_replica(state, e);
   state->slots[e->slot].entry_count--;
-  hark__table_remove(&state->by_key, entry_key_hash(e), e);
+  hark__table_remove(&state->by_key, e->key_hash, e);
   hark__table_remove(&state->by_tag, tag_hash(e->slot, e->counter), e);
   state->entry_count--;
   drop_topic_if_empty(state, rec);
 }
 
-static int reserve_tables(hark__state *state, size_t extra) {
+/* Makes room for `extra` entries of replica `slot`; only own entries go
+ * into by_owner. */
+static int reserve_tables(hark__state *state, size_t extra, uint32_t slot) {
   if (hark__table_reserve(&state->by_key, extra) != 0) return -1;
   if (hark__table_reserve(&state->by_tag, extra) != 0) return -1;
-  if (hark__table_reserve(&state->by_owner, extra) != 0) return -1;
+  if (slot == SELF && hark__table_reserve(&state->by_owner, extra) != 0) return -1;
   return 0;
 }
 
-/* Allocates and links a new entry. Returns it, or NULL when out of memory
- * (the state is unchanged). */
+/* Allocates and links a new entry. `rec` is the topic's record, or NULL when
+ * the topic has none yet. Returns the entry, or NULL when out of memory (the
+ * state is unchanged). */
 static hark__entry *add_entry(hark__state *state, uint32_t slot, uint64_t owner, uint64_t counter,
                               topic_rec *rec, const char *topic, size_t topic_len,
                               uint64_t topic_hash, const char *key, size_t key_len,
                               const char *meta, size_t meta_len) {
   if (key_len > HARK__MAX_KEY_LEN || meta_len > UINT32_MAX) return NULL;
-  if (reserve_tables(state, 1) != 0) return NULL;
+  if (reserve_tables(state, 1, slot) != 0) return NULL;
 
-  hark__entry *e = malloc(offsetof(hark__entry, key) + key_len);
-  char *meta_copy = malloc(meta_len + 1);
-  if (rec == NULL && e && meta_copy) rec = get_or_add_topic(state, topic, topic_len, topic_hash);
+  hark__entry *e = malloc(offsetof(hark__entry, key) + key_len + meta_len + 1);
+  if (e == NULL) return NULL;
+  if (rec == NULL) rec = add_topic(state, topic, topic_len, topic_hash);
   if (rec == NULL) {
     free(e);
-    free(meta_copy);
     return NULL;
   }
-  if (meta_len > 0) memcpy(meta_copy, meta, meta_len);
-  meta_copy[meta_len] = '\0';
-  if (key_len > 0) memcpy(e->key, key, key_len);
 
   e->topic = rec;
   e->owner = owner;
   e->counter = counter;
-  e->meta = meta_copy;
   e->slot = slot;
   e->key_len = (uint16_t)key_len;
   e->meta_len = (uint32_t)meta_len;
   e->flags = 0;
+  e->key_hash = key_hash(topic_hash, slot, owner, key, key_len);
+  if (key_len > 0) memcpy(e->key, key, key_len);
+  e->meta = inline_meta(e);
+  if (meta_len > 0) memcpy(e->meta, meta, meta_len);
+  e->meta[meta_len] = '\0';
   link_entry(state, e);
   return e;
 }
@@ -443,7 +474,7 @@ static void free_slot_entries(replica_slot *s) {
   hark__entry *e = s->head;
   while (e != NULL) {
     hark__entry *next = e->replica_next;
-    free(e->meta);
+    free_meta(e, e->meta);
     free(e);
     e = next;
   }
@@ -461,7 +492,7 @@ void hark__state_free(hark__state *state) {
     hark__dotset_free(&s->delta_cloud);
   }
   /* Entries are gone; topic records still in the table have no other refs. */
-  for (size_t i = 0; i < state->topics.cap; i++) free(state->topics.ptrs[i]);
+  for (size_t i = 0; i < state->topics.cap; i++) free(state->topics.slots[i].ptr);
   hark__table_free(&state->topics);
   hark__table_free(&state->by_key);
   hark__table_free(&state->by_tag);
@@ -563,7 +594,7 @@ int hark__state_leave_join(hark__state *state, uint64_t owner, const char *topic
   e->meta_len = (uint32_t)meta_len;
   changes_add(changes, state, e, old_meta, old_len, false);
   changes_add(changes, state, e, e->meta, e->meta_len, true);
-  changes_keep_meta(changes, old_meta);
+  changes_keep_meta(changes, e, old_meta);
   return 0;
 }
 
@@ -599,8 +630,14 @@ void hark__state_get_by_owner(const hark__state *state, hark__rref replica, uint
                               hark__entry_cb fn, void *ctx) {
   long slot = find_slot(state, replica);
   if (slot < 0) return;
-  for (hark__entry *e = owner_head(state, (uint32_t)slot, owner); e; e = e->owner_next) {
-    fn(ctx, e);
+  if (slot == SELF) {
+    for (hark__entry *e = owner_head(state, SELF, owner); e; e = e->owner_next) fn(ctx, e);
+    return;
+  }
+
+  /* Remote entries have no owner index: walk the replica's entries. */
+  for (hark__entry *e = state->slots[slot].head; e; e = e->replica_next) {
+    if (e->owner == owner) fn(ctx, e);
   }
 }
 
@@ -899,7 +936,7 @@ static int overwrite_entry(merge_run *run, hark__entry *e, const hark__value_vie
   e->flags |= ENTRY_REPLACED;
   changes_add(run->changes, run->state, e, old_meta, old_len, false);
   changes_add(run->changes, run->state, e, e->meta, e->meta_len, true);
-  changes_keep_meta(run->changes, old_meta);
+  changes_keep_meta(run->changes, e, old_meta);
   return 0;
 }
 
@@ -907,9 +944,7 @@ static int overwrite_entry(merge_run *run, hark__entry *e, const hark__value_vie
  * stored replaces it when newer, and is dropped when older: the newer value
  * of one replica's entry always wins, whatever order data arrives in. */
 static void prefetch_table(const hark__table *table, uint32_t hash) {
-  size_t slot = hash & (table->cap - 1);
-  __builtin_prefetch(&table->hashes[slot]);
-  __builtin_prefetch(&table->ptrs[slot]);
+  hark__table_prefetch(table, hash);
 }
 
 /* Starts loading the table slots that join `j` will probe. The tables are
@@ -923,7 +958,6 @@ static void prefetch_join(const merge_run *run, size_t j) {
   prefetch_table(&state->topics, topic_hash32(topic_hash));
   prefetch_table(&state->by_key, key_hash(topic_hash, slot, v.owner, v.key, v.key_len));
   prefetch_table(&state->by_tag, tag_hash(slot, v.counter));
-  prefetch_table(&state->by_owner, owner_hash(slot, v.owner));
 }
 
 #define PREFETCH_DISTANCE 8
@@ -931,7 +965,8 @@ static void prefetch_join(const merge_run *run, size_t j) {
 
 static int apply_joins(merge_run *run) {
   hark__state *state = run->state;
-  if (reserve_tables(state, run->join_count) != 0) return -1;
+  /* Merged entries are never our own, so by_owner needs no room. */
+  if (reserve_tables(state, run->join_count, SELF + 1) != 0) return -1;
 
   for (size_t j = 0; j < run->join_count; j++) {
     if (j + PREFETCH_DISTANCE < run->join_count) prefetch_join(run, j + PREFETCH_DISTANCE);
@@ -1084,16 +1119,56 @@ int hark__state_replica_down(hark__state *state, hark__rref ref, hark__changes *
   return report_slot(state, (uint32_t)slot, false, changes);
 }
 
+/* Starts loading the entry's neighbours and table slots that unlink_entry
+ * touches, except the topic table slot, which needs the topic record loaded
+ * first (see prefetch_topic_slot). */
+static void prefetch_unlink(const hark__state *state, const hark__entry *e) {
+  __builtin_prefetch(e->topic);
+  if (e->topic_prev) __builtin_prefetch(e->topic_prev);
+  if (e->topic_next) __builtin_prefetch(e->topic_next);
+  hark__table_prefetch(&state->by_key, e->key_hash);
+  hark__table_prefetch(&state->by_tag, tag_hash(e->slot, e->counter));
+  if (e->slot == SELF) hark__table_prefetch(&state->by_owner, owner_hash(e->slot, e->owner));
+}
+
+static void prefetch_topic_slot(const hark__state *state, const hark__entry *e) {
+  hark__table_prefetch(&state->topics, topic_hash32(e->topic->hash));
+}
+
+static hark__entry *advance(hark__entry *e, size_t steps) {
+  while (e != NULL && steps-- > 0) e = e->replica_next;
+  return e;
+}
+
+#define UNLINK_PREFETCH_DISTANCE 16
+
+/* Unlinks and frees every entry of a slot. The tables are far larger than
+ * the cache, so each entry's slots are prefetched a few entries ahead: `far`
+ * loads the entry's own lines, `near` then the topic table slot. */
+static void free_slot_entries_linked(hark__state *state, replica_slot *s) {
+  hark__entry *near = advance(s->head, UNLINK_PREFETCH_DISTANCE / 2);
+  hark__entry *far = advance(near, UNLINK_PREFETCH_DISTANCE / 2);
+  while (s->head != NULL) {
+    if (far != NULL) {
+      prefetch_unlink(state, far);
+      far = far->replica_next;
+    }
+    if (near != NULL) {
+      prefetch_topic_slot(state, near);
+      near = near->replica_next;
+    }
+    hark__entry *e = s->head;
+    unlink_entry(state, e);
+    free_entry(e);
+  }
+}
+
 void hark__state_remove_down_replicas(hark__state *state, hark__rref ref) {
   long slot = find_slot(state, ref);
   if (slot <= 0) return; /* unknown, or ourselves */
 
   replica_slot *s = &state->slots[slot];
-  while (s->head != NULL) {
-    hark__entry *e = s->head;
-    unlink_entry(state, e);
-    free_entry(e);
-  }
+  free_slot_entries_linked(state, s);
   set_status(state, s, HARK__STATUS_NONE);
   free(s->name);
   hark__dotset_free(&s->cloud);

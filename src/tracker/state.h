@@ -119,7 +119,9 @@ int hark__state_leave_owner(hark__state *state, uint64_t owner, hark__changes *c
 
 /* Lookups. get_by_owner* do not hide down replicas; the others do. Entries
  * are visited in tracking order (remote ones in the order they were merged;
- * an update keeps the position). The callback must not change the state. */
+ * an update keeps the position). The callback must not change the state.
+ * get_by_owner is indexed for this replica's owners only; for a remote
+ * replica it walks all of that replica's entries. */
 typedef void (*hark__entry_cb)(void *ctx, const hark__entry *entry);
 
 const hark__entry *hark__state_get_by_owner_key(const hark__state *state, hark__rref replica,

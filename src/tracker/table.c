@@ -3,27 +3,19 @@
 #include <stdlib.h>
 
 static int table_resize(hark__table *table, size_t cap) {
-  uint32_t *hashes = malloc(cap * sizeof(*hashes));
-  void **ptrs = calloc(cap, sizeof(*ptrs));
-  if (hashes == NULL || ptrs == NULL) {
-    free(hashes);
-    free(ptrs);
-    return -1;
-  }
+  hark__table_slot *slots = calloc(cap, sizeof(*slots));
+  if (slots == NULL) return -1;
 
   size_t mask = cap - 1;
   for (size_t i = 0; i < table->cap; i++) {
-    if (table->ptrs[i] == NULL) continue;
-    size_t slot = table->hashes[i] & mask;
-    while (ptrs[slot] != NULL) slot = (slot + 1) & mask;
-    ptrs[slot] = table->ptrs[i];
-    hashes[slot] = table->hashes[i];
+    if (table->slots[i].ptr == NULL) continue;
+    size_t slot = table->slots[i].hash & mask;
+    while (slots[slot].ptr != NULL) slot = (slot + 1) & mask;
+    slots[slot] = table->slots[i];
   }
 
-  free(table->hashes);
-  free(table->ptrs);
-  table->hashes = hashes;
-  table->ptrs = ptrs;
+  free(table->slots);
+  table->slots = slots;
   table->cap = cap;
   return 0;
 }
@@ -42,9 +34,8 @@ int hark__table_insert(hark__table *table, uint32_t hash, void *ptr) {
 
   size_t mask = table->cap - 1;
   size_t slot = hash & mask;
-  while (table->ptrs[slot] != NULL) slot = (slot + 1) & mask;
-  table->ptrs[slot] = ptr;
-  table->hashes[slot] = hash;
+  while (table->slots[slot].ptr != NULL) slot = (slot + 1) & mask;
+  table->slots[slot] = (hark__table_slot){.ptr = ptr, .hash = hash};
   table->count++;
   return 0;
 }
@@ -52,8 +43,8 @@ int hark__table_insert(hark__table *table, uint32_t hash, void *ptr) {
 static size_t find_slot(const hark__table *table, uint32_t hash, const void *ptr) {
   if (table->cap == 0) return SIZE_MAX;
   size_t mask = table->cap - 1;
-  for (size_t slot = hash & mask; table->ptrs[slot] != NULL; slot = (slot + 1) & mask) {
-    if (table->ptrs[slot] == ptr) return slot;
+  for (size_t slot = hash & mask; table->slots[slot].ptr != NULL; slot = (slot + 1) & mask) {
+    if (table->slots[slot].ptr == ptr) return slot;
   }
   return SIZE_MAX;
 }
@@ -66,29 +57,27 @@ int hark__table_remove(hark__table *table, uint32_t hash, const void *ptr) {
    * hole when their home slot lies at or before it (cyclically). */
   size_t mask = table->cap - 1;
   size_t next = (hole + 1) & mask;
-  while (table->ptrs[next] != NULL) {
-    size_t home = table->hashes[next] & mask;
+  while (table->slots[next].ptr != NULL) {
+    size_t home = table->slots[next].hash & mask;
     size_t dist_next = (next - home) & mask;
     size_t dist_hole = (hole - home) & mask;
     if (dist_hole < dist_next) {
-      table->ptrs[hole] = table->ptrs[next];
-      table->hashes[hole] = table->hashes[next];
+      table->slots[hole] = table->slots[next];
       hole = next;
     }
     next = (next + 1) & mask;
   }
-  table->ptrs[hole] = NULL;
+  table->slots[hole].ptr = NULL;
   table->count--;
   return 1;
 }
 
 void hark__table_replace(hark__table *table, uint32_t hash, const void *old_ptr, void *new_ptr) {
   size_t slot = find_slot(table, hash, old_ptr);
-  if (slot != SIZE_MAX) table->ptrs[slot] = new_ptr;
+  if (slot != SIZE_MAX) table->slots[slot].ptr = new_ptr;
 }
 
 void hark__table_free(hark__table *table) {
-  free(table->hashes);
-  free(table->ptrs);
+  free(table->slots);
   *table = (hark__table){0};
 }

@@ -1,13 +1,13 @@
 /* The local tracker API: routes each topic to its shard, stamps metas with
  * phx_ref and phx_ref_prev, applies the change to the shard's CRDT state and
  * reports it to the diff callback. */
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "base/json.h"
 #include "hark/tracker.h"
+#include "tracker/meta.h"
 #include "tracker/shard.h"
 #include "tracker/table.h"
 
@@ -115,50 +115,33 @@ static void make_ref(hark_tracker *tracker, const hark__shard *shard,
   ref[16] = '\0';
 }
 
-static bool is_blank(const char *meta, size_t len) {
-  for (size_t i = 0; i < len; i++) {
-    if (meta[i] != ' ' && meta[i] != '\t' && meta[i] != '\n' && meta[i] != '\r') return false;
-  }
-  return true;
-}
+/* The stored meta of one operation. It lives in `local` when it fits, so
+ * that a typical track does not allocate; the state copies it. */
+typedef struct stamped_meta {
+  char *text; /* `local` or a malloc'd block, freed by stamped_meta_free */
+  size_t len;
+  char local[256];
+} stamped_meta;
 
-/* The meta of an empty object: the same text json_dumps produces, without
- * building a tree. Refs are URL-safe base64, so they need no escaping. */
-static int stamp_empty_meta(const char *ref, const char *prev, char **out, size_t *out_len) {
-  /* Both refs are at most 16 characters, so 96 bytes always suffice. */
-  char *text = malloc(96);
-  if (text == NULL) return HARK_ENOMEM;
-  int n = prev != NULL
-              ? snprintf(text, 96, "{\"phx_ref\":\"%s\",\"phx_ref_prev\":\"%s\"}", ref, prev)
-              : snprintf(text, 96, "{\"phx_ref\":\"%s\"}", ref);
-  *out = text;
-  *out_len = (size_t)n;
-  return 0;
-}
-
-/* A meta with phx_ref (and phx_ref_prev when `prev` is set), as compact JSON
- * that keeps the caller's key order. Stores a malloc'd string in *out.
- * Returns 0, HARK_EINVAL (not a JSON object) or HARK_ENOMEM. */
+/* Stamps `meta` with `ref` (and `prev` when not NULL) into *out. Returns 0,
+ * HARK_EINVAL (not a JSON object; see hark__meta_stamp) or HARK_ENOMEM. */
 static int stamp_meta(const char *meta, size_t len, const char *ref, const char *prev,
-                      char **out, size_t *out_len) {
-  if (meta == NULL || is_blank(meta, len)) return stamp_empty_meta(ref, prev, out, out_len);
-
-  json_error_t error;
-  json_t *object = json_loadb(meta, len, 0, &error);
-  if (object == NULL) return HARK_EINVAL;
-  if (!json_is_object(object)) {
-    json_decref(object);
-    return HARK_EINVAL;
+                      stamped_meta *out) {
+  if (meta == NULL) len = 0;
+  out->text = out->local;
+  if (len > sizeof(out->local) - HARK__META_STAMP_EXTRA) {
+    if (len > SIZE_MAX - HARK__META_STAMP_EXTRA) return HARK_ENOMEM;
+    out->text = malloc(len + HARK__META_STAMP_EXTRA);
+    if (out->text == NULL) return HARK_ENOMEM;
   }
 
-  int rc = json_object_set_new(object, "phx_ref", json_string(ref));
-  if (rc == 0 && prev != NULL) rc = json_object_set_new(object, "phx_ref_prev", json_string(prev));
-  char *text = rc == 0 ? json_dumps(object, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-  json_decref(object);
-  if (text == NULL) return HARK_ENOMEM;
-  *out = text;
-  *out_len = strlen(text);
-  return 0;
+  int rc = hark__meta_stamp(meta, len, ref, prev, out->text, &out->len);
+  if (rc != 0 && out->text != out->local) free(out->text);
+  return rc;
+}
+
+static void stamped_meta_free(stamped_meta *stamped) {
+  if (stamped->text != stamped->local) free(stamped->text);
 }
 
 /* ---- diff reporting ---- */
@@ -287,15 +270,14 @@ int hark_tracker_track(hark_tracker *tracker, const hark_subscriber *owner, cons
 
   char new_ref[HARK_TRACKER_REF_SIZE];
   make_ref(tracker, shard, new_ref);
-  char *stamped;
-  size_t stamped_len;
-  int rc = stamp_meta(meta, meta_len, new_ref, NULL, &stamped, &stamped_len);
+  stamped_meta stamped;
+  int rc = stamp_meta(meta, meta_len, new_ref, NULL, &stamped);
   if (rc != 0) return rc;
 
   hark__changes changes = {0};
-  rc = hark__state_join(shard->state, owner_id(owner), topic, topic_len, key, key_len, stamped,
-                        stamped_len, &changes);
-  free(stamped);
+  rc = hark__state_join(shard->state, owner_id(owner), topic, topic_len, key, key_len,
+                        stamped.text, stamped.len, &changes);
+  stamped_meta_free(&stamped);
   if (rc == 0) {
     hark__tracker_report(tracker, &changes);
     copy_ref(ref, new_ref);
@@ -362,15 +344,14 @@ int hark_tracker_update(hark_tracker *tracker, const hark_subscriber *owner, con
 
   char new_ref[HARK_TRACKER_REF_SIZE];
   make_ref(tracker, shard, new_ref);
-  char *stamped;
-  size_t stamped_len;
-  int rc = stamp_meta(meta, meta_len, new_ref, prev_ref, &stamped, &stamped_len);
+  stamped_meta stamped;
+  int rc = stamp_meta(meta, meta_len, new_ref, prev_ref, &stamped);
   if (rc != 0) return rc;
 
   hark__changes changes = {0};
   rc = hark__state_leave_join(shard->state, owner_id(owner), topic, topic_len, key, key_len,
-                              stamped, stamped_len, &changes);
-  free(stamped);
+                              stamped.text, stamped.len, &changes);
+  stamped_meta_free(&stamped);
   if (rc == 0) {
     hark__tracker_report(tracker, &changes);
     copy_ref(ref, new_ref);

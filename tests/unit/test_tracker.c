@@ -339,6 +339,105 @@ static void meta_keeps_key_order(void **unused) {
   teardown(f);
 }
 
+/* Tracks `meta` for key "a" on room:1 and checks the stored meta against
+ * `expected_members`, the compact members that come before phx_ref. */
+static void assert_stored_meta(const char *meta, const char *expected_members) {
+  fixture *f = setup(1);
+  char ref[HARK_TRACKER_REF_SIZE];
+  assert_int_equal(track(f, 0, "room:1", "a", meta, ref), 0);
+  listed l = list(f, "room:1");
+  assert_int_equal(l.count, 1);
+
+  char expected[4096];
+  snprintf(expected, sizeof(expected), "{%s%s\"phx_ref\":\"%s\"}", expected_members,
+           expected_members[0] ? "," : "", ref);
+  assert_string_equal(l.entries[0].meta, expected);
+  teardown(f);
+}
+
+static void forged_refs_removed(void **unused) {
+  (void)unused;
+  assert_stored_meta("{\"phx_ref\":\"forged\",\"n\":1,\"phx_ref_prev\":\"old\"}", "\"n\":1");
+  /* An escaped name is the same name. */
+  assert_stored_meta("{\"phx\\u005fref\":\"forged\",\"n\":1}", "\"n\":1");
+  assert_stored_meta("{\"phx_ref\":{\"nested\":[1]}}", "");
+  /* Only top-level members are refs. */
+  assert_stored_meta("{\"m\":{\"phx_ref\":\"x\"}}", "\"m\":{\"phx_ref\":\"x\"}");
+}
+
+static void forged_ref_removed_on_update(void **unused) {
+  (void)unused;
+  fixture *f = setup(1);
+  char ref[HARK_TRACKER_REF_SIZE], new_ref[HARK_TRACKER_REF_SIZE];
+  assert_int_equal(track(f, 0, "room:1", "a", NULL, ref), 0);
+  const char *meta = "{\"phx_ref_prev\":\"forged\",\"n\":2,\"phx_ref\":\"forged\"}";
+  assert_int_equal(hark_tracker_update(f->tracker, &f->owners[0], "room:1", 6, "a", 1, meta,
+                                       strlen(meta), new_ref),
+                   0);
+  listed l = list(f, "room:1");
+  char expected[128];
+  snprintf(expected, sizeof(expected), "{\"n\":2,\"phx_ref\":\"%s\",\"phx_ref_prev\":\"%s\"}",
+           new_ref, ref);
+  assert_string_equal(l.entries[0].meta, expected);
+  teardown(f);
+}
+
+static void meta_made_compact(void **unused) {
+  (void)unused;
+  assert_stored_meta(" \n{ \"s\" : \"a b\\t\\\" c\" ,\r\n \"x\":[ 1 , { \"y\" : true } ] } \n",
+                     "\"s\":\"a b\\t\\\" c\",\"x\":[1,{\"y\":true}]");
+  assert_stored_meta("{\"online_at\":1733300000000,\"device\":\"web\"}",
+                     "\"online_at\":1733300000000,\"device\":\"web\"");
+  assert_stored_meta("{}", "");
+  assert_stored_meta("{\"n\":-1.5e3,\"u\":\"\\u00e9\xc3\xa9\"}", "\"n\":-1.5e3,\"u\":\"\\u00e9\xc3\xa9\"");
+}
+
+static void duplicate_member_keeps_last(void **unused) {
+  (void)unused;
+  assert_stored_meta("{\"a\":1,\"b\":2,\"a\":3}", "\"b\":2,\"a\":3");
+  assert_stored_meta("{\"\\u0061\":1,\"a\":3}", "\"a\":3");
+}
+
+static void unloadable_meta_rejected(void **unused) {
+  (void)unused;
+  static const char *invalid[] = {
+      "{\"a\":\"x\\u0000y\"}",         /* jansson rejects NUL in strings */
+      "{\"a\\u0000\":1}",               /* and in names */
+      "{\"a\":9223372036854775808}",    /* above int64 */
+      "{\"a\":-9223372036854775809}",   /* below int64 */
+      "{\"a\":123456789012345678901}",  /* far above int64 */
+      "{\"a\":1e400}",                  /* overflows a double */
+      "{\"a\":\"\xff\"}",               /* not UTF-8 */
+      "{\"a\":1,}",                     /* trailing comma */
+      "{'a':1}",
+      " ",
+  };
+  fixture *f = setup(1);
+  for (size_t i = 0; i < sizeof(invalid) / sizeof(*invalid); i++) {
+    int expected = i + 1 == sizeof(invalid) / sizeof(*invalid) ? 0 : HARK_EINVAL;
+    assert_int_equal(track(f, 0, "room:1", "me", invalid[i], NULL), expected);
+  }
+  assert_int_equal(list(f, "room:1").count, 1);
+  teardown(f);
+
+  assert_stored_meta("{\"a\":9223372036854775807,\"b\":-9223372036854775808}",
+                     "\"a\":9223372036854775807,\"b\":-9223372036854775808");
+  assert_stored_meta("{\"a\":\"\\\\u0000\"}", "\"a\":\"\\\\u0000\"");
+}
+
+static void long_meta_stored(void **unused) {
+  (void)unused;
+  /* Long enough that the stamped meta no longer fits the stack buffer of a
+   * typical track, short enough for the recorder's 256-byte copy. */
+  char meta[2100], members[2048];
+  size_t at = (size_t)snprintf(members, sizeof(members), "\"pad\":\"");
+  for (int i = 0; i < 190; i++) members[at++] = (char)('a' + i % 26);
+  members[at++] = '"';
+  members[at] = '\0';
+  snprintf(meta, sizeof(meta), "{ %s }", members);
+  assert_stored_meta(meta, members);
+}
+
 /* ---- refs ---- */
 
 static void ref_format(void **unused) {
@@ -534,6 +633,12 @@ int main(void) {
       cmocka_unit_test(empty_meta_is_object),
       cmocka_unit_test(update_with_empty_meta),
       cmocka_unit_test(meta_keeps_key_order),
+      cmocka_unit_test(forged_refs_removed),
+      cmocka_unit_test(forged_ref_removed_on_update),
+      cmocka_unit_test(meta_made_compact),
+      cmocka_unit_test(duplicate_member_keeps_last),
+      cmocka_unit_test(unloadable_meta_rejected),
+      cmocka_unit_test(long_meta_stored),
       cmocka_unit_test(ref_format),
       cmocka_unit_test(diff_for_track),
       cmocka_unit_test(diff_for_update),
