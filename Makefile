@@ -4,7 +4,9 @@ BUILD ?= build
 LISTEN ?= 127.0.0.1:4000
 JOBS ?= 2
 
-.PHONY: all build run test unit bench soak clean
+FUZZ_SECONDS ?= 300
+
+.PHONY: all build run test bench fuzz clean
 
 all: build
 
@@ -31,5 +33,10 @@ bench:
 	cmake --build build-release -j $(JOBS)
 	build-release/bench_pubsub
 
+# Runs every fuzz target for FUZZ_SECONDS (default 300) each.
+fuzz:
+	scripts/install-deps.sh test
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) build-asan build-release
+	rm -rf $(BUILD) build-asan build-release build-fuzz

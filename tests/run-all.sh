@@ -5,7 +5,8 @@
 # Suites: unit (ctest), unit-asan (the same tests built with AddressSanitizer
 # and UndefinedBehaviorSanitizer), e2e (Node.js with the phoenix client
 # against build/harkd), e2e-asan (the same against a sanitized harkd) and
-# browser (Chromium driven by playwright-core).
+# browser (Chromium driven by playwright-core) and fuzz (each libFuzzer
+# target for FUZZ_SECONDS, 10 by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 jobs=${JOBS:-2}
@@ -47,11 +48,16 @@ browser() {
   HARKD="$PWD/build/harkd" node --test tests/browser/
 }
 
+fuzz() {
+  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+}
+
 run_suite unit unit
 run_suite unit-asan unit_asan
 run_suite e2e e2e build
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 run_suite e2e-asan e2e build-asan
 run_suite browser browser
+run_suite fuzz fuzz
 
 echo
 echo "Summary:"

@@ -154,6 +154,14 @@ int hark_server_log_allowed(hark_server *server);
 #define HARK_CLIENT_INFO(server, msg, ...) \
   do { if (hark_server_log_allowed(server)) HARK_INFO(msg, __VA_ARGS__); } while (0)
 
+/* Handles bytes read from the connection. `data` is writable: WebSocket
+ * payloads are unmasked in place. */
+void hark_conn_feed(hark_conn *conn, char *data, size_t len);
+
+/* Creates a connection with no socket behind it, for fuzzing and tests: feed
+ * it with hark_conn_feed; its output fails to write and closes it. */
+hark_conn *hark_conn_create_detached(hark_server *server);
+
 /* Output. hark_conn_send takes over one reference to `bytes`. */
 void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes);
 int hark_conn_send_copy(hark_conn *conn, const void *data, size_t len);

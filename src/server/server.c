@@ -297,23 +297,11 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 /* Input is parsed straight from the server's shared read buffer. Only the
  * bytes of an incomplete request or frame are copied into conn->input, so an
  * idle connection holds no read buffer. */
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  hark_conn *conn = (hark_conn *)stream;
-  if (nread == 0) return;
-  if (nread < 0) {
-    if (nread != UV_EOF)
-      HARK_DEBUG("read_failed", "conn=%llu error=%s", (unsigned long long)conn->id,
-                 uv_err_name((int)nread));
-    hark_conn_abort(conn);
-    return;
-  }
-
+void hark_conn_feed(hark_conn *conn, char *data, size_t len) {
   /* A closing connection only drains what the peer still sends. */
-  if (conn->state == HARK_CONN_CLOSING) return;
+  if (conn->state == HARK_CONN_CLOSING || conn->closed) return;
 
   conn->last_read_ms = hark_now_ms(conn->server);
-  char *data = buf->base;
-  size_t len = (size_t)nread;
   if (conn->input.len > 0) {
     if (hark_buf_append(&conn->input, data, len) != 0) {
       HARK_ERROR("out_of_memory", "conn=%llu what=input", (unsigned long long)conn->id);
@@ -326,6 +314,19 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
   if (conn->state == HARK_CONN_HTTP) hark_http_on_data(conn, data, len);
   else if (conn->state == HARK_CONN_WS) hark_ws_on_data(conn, data, len);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  hark_conn *conn = (hark_conn *)stream;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread != UV_EOF)
+      HARK_DEBUG("read_failed", "conn=%llu error=%s", (unsigned long long)conn->id,
+                 uv_err_name((int)nread));
+    hark_conn_abort(conn);
+    return;
+  }
+  hark_conn_feed(conn, buf->base, (size_t)nread);
 }
 
 /* Formats the peer address into conn->peer and its key into conn->ip. */
@@ -363,18 +364,11 @@ static const char *admit(hark_server *server, hark_conn *conn) {
   return NULL;
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-  hark_server *server = listener->data;
-  if (status < 0) {
-    HARK_CLIENT_WARN(server, "accept_failed", "error=%s", uv_err_name(status));
-    return;
-  }
-
+/* Allocates a connection with an initialized (unconnected) TCP handle and
+ * links it into the server's list. */
+static hark_conn *conn_new(hark_server *server) {
   hark_conn *conn = calloc(1, sizeof *conn);
-  if (!conn) {
-    HARK_ERROR("out_of_memory", "what=connection");
-    return;
-  }
+  if (!conn) return NULL;
   conn->server = server;
   conn->id = ++server->next_conn_id;
   uv_tcp_init(server->loop, &conn->tcp);
@@ -382,6 +376,33 @@ static void on_connection(uv_stream_t *listener, int status) {
   conn->next = server->conns;
   if (server->conns) server->conns->prev = conn;
   server->conns = conn;
+  return conn;
+}
+
+hark_conn *hark_conn_create_detached(hark_server *server) {
+  hark_conn *conn = conn_new(server);
+  if (!conn) return NULL;
+  snprintf(conn->peer, sizeof conn->peer, "detached");
+  conn->last_read_ms = conn->request_started_ms = hark_now_ms(server);
+  if (hark_http_start(conn) != 0) {
+    hark_conn_abort(conn);
+    return NULL;
+  }
+  return conn;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  hark_server *server = listener->data;
+  if (status < 0) {
+    HARK_CLIENT_WARN(server, "accept_failed", "error=%s", uv_err_name(status));
+    return;
+  }
+
+  hark_conn *conn = conn_new(server);
+  if (!conn) {
+    HARK_ERROR("out_of_memory", "what=connection");
+    return;
+  }
 
   int rc = uv_accept(listener, (uv_stream_t *)&conn->tcp);
   if (rc != 0 || hark_http_start(conn) != 0) {

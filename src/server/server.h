@@ -62,6 +62,10 @@ typedef struct hark_server_config {
   hark_presence *presence;
   const char *const *presence_patterns;
   size_t presence_pattern_count;
+  /* Shown by GET /api/cluster. cluster_adapter_ctx is the Redis adapter's
+   * ctx, or NULL on a single node. */
+  const char *node_name;
+  void *cluster_adapter_ctx;
 } hark_server_config;
 
 /* The name under which the server registers its channel fastlane dispatcher;
