@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 typedef struct hark_redis_options {
-  const char *url;              /* "redis://HOST:PORT[/DB]"; required */
+  const char *url;              /* "redis://HOST[:PORT][/DB]"; required */
   const char *channel_prefix;   /* namespace of the Redis channels; NULL means "hark" */
   int sharded;                  /* use SSUBSCRIBE and SPUBLISH (Redis 7 cluster) */
   uint64_t reconnect_min_ms;    /* first retry delay; 0 means 100 */
@@ -36,18 +36,27 @@ typedef struct hark_redis_stats {
   uint64_t dropped;             /* broadcasts dropped while disconnected */
   uint64_t invalid;             /* envelopes that failed to decode */
   uint64_t reconnects;          /* connections made after the first */
+  uint64_t unknown_dispatcher;  /* envelopes dropped: dispatcher name not registered here */
   int connected;                /* 1 while both Redis connections are up */
 } hark_redis_stats;
 
-/* Checks a Redis URL. Returns 0, or HARK_EINVAL with *error set to a static
- * description. */
+/* Parses "redis://HOST[:PORT][/DB]". HOST is a name, an IPv4 address or an
+ * IPv6 address in brackets; PORT is 1-65535 (default 6379); DB is
+ * 0-2147483647, and *db is -1 when the URL has none. Credentials, TLS, query
+ * and fragment are rejected. Returns 0, or HARK_EINVAL with *error (may be
+ * NULL) set to a static description. */
 int hark_redis_url_parse(const char *url, char *host, size_t host_size, int *port, int *db,
                          const char **error);
 
 /* Fills `adapter` with a Redis adapter for `loop`; pass it in
  * hark_pubsub_options.adapter. It connects when the pubsub instance attaches
- * it, and its memory is freed by hark_pubsub_destroy. Returns 0, HARK_EINVAL
- * (bad URL) or HARK_ENOMEM. */
+ * it. hark_pubsub_destroy closes its handles, and their close callbacks free
+ * its memory, so run the loop after the destroy (uv_run until it returns 0)
+ * before uv_loop_close. An adapter never attached is freed by calling its
+ * destroy callback. Node names longer than 255 bytes are not supported: the
+ * adapter then stays offline and its broadcasts return HARK_EINVAL. Returns
+ * 0, HARK_EINVAL (bad URL, or a channel prefix that is empty, longer than 200
+ * bytes or has bytes outside [A-Za-z0-9_.:-]) or HARK_ENOMEM. */
 int hark_redis_adapter_create(hark_pubsub_adapter *adapter, uv_loop_t *loop,
                               const hark_redis_options *options);
 
