@@ -25,11 +25,13 @@ enum {
   ENTRY_REPLACED = 1u << 1, /* overwritten in place by the merge in progress */
 };
 
-/* One stored entry. It sits in four structures at once: the by_key and by_tag
- * tables, its topic's list (tracking order), its replica's list and, for an
- * own entry only, its owner's chain (the head is in by_owner). Remote entries
- * are never looked up by owner on a hot path, so they skip that index and
- * leave owner_prev and owner_next NULL. The own replica's list is sorted by
+/* One stored entry. It sits in the by_key table, its topic's list (tracking
+ * order) and its replica's list. An own entry is also in its owner's chain
+ * (the head is in by_owner), and a remote entry is also in the by_tag table.
+ * Remote entries are never looked up by owner on a hot path, so they skip
+ * that index and leave owner_prev and owner_next NULL. Own entries are never
+ * looked up by tag (a merge only observes removals of other replicas'
+ * entries), so they skip by_tag. The own replica's list is sorted by
  * counter, because joins append and an update moves the entry to the tail.
  *
  * One allocation holds the entry, its key and the meta it was created with
@@ -374,8 +376,12 @@ static void link_entry(hark__state *state, hark__entry *e) {
   s->tail = e;
   s->entry_count++;
 
-  hark__table_insert(&state->by_key, e->key_hash, e);
-  hark__table_insert(&state->by_tag, tag_hash(e->slot, e->counter), e);
+  /* Both tables file entries under their replica's slot, so that
+   * remove_down_replicas can drop a replica's entries in one pass. */
+  hark__table_insert_group(&state->by_key, e->key_hash, e->slot, e);
+  if (e->slot != SELF) {
+    hark__table_insert_group(&state->by_tag, tag_hash(e->slot, e->counter), e->slot, e);
+  }
   state->entry_count++;
 }
 
@@ -388,8 +394,9 @@ static void unlink_from_replica(hark__state *state, hark__entry *e) {
   e->replica_prev = e->replica_next = NULL;
 }
 
-/* Removes an entry from every structure; the caller frees or keeps it. */
-static void unlink_entry(hark__state *state, hark__entry *e) {
+/* Removes an entry from every structure except the by_key and by_tag tables,
+ * which the caller updates. */
+static void unlink_entry_lists(hark__state *state, hark__entry *e) {
   topic_rec *rec = e->topic;
   if (e->topic_prev) e->topic_prev->topic_next = e->topic_next;
   else rec->head = e->topic_next;
@@ -400,17 +407,22 @@ static void unlink_entry(hark__state *state, hark__entry *e) {
   unlink_owner(state, e);
   unlink_from_replica(state, e);
   state->slots[e->slot].entry_count--;
-  hark__table_remove(&state->by_key, e->key_hash, e);
-  hark__table_remove(&state->by_tag, tag_hash(e->slot, e->counter), e);
   state->entry_count--;
   drop_topic_if_empty(state, rec);
 }
 
-/* Makes room for `extra` entries of replica `slot`; only own entries go
- * into by_owner. */
+/* Removes an entry from every structure; the caller frees or keeps it. */
+static void unlink_entry(hark__state *state, hark__entry *e) {
+  unlink_entry_lists(state, e);
+  hark__table_remove(&state->by_key, e->key_hash, e);
+  if (e->slot != SELF) hark__table_remove(&state->by_tag, tag_hash(e->slot, e->counter), e);
+}
+
+/* Makes room for `extra` entries of replica `slot`: own entries go into
+ * by_owner, remote ones into by_tag. */
 static int reserve_tables(hark__state *state, size_t extra, uint32_t slot) {
   if (hark__table_reserve(&state->by_key, extra) != 0) return -1;
-  if (hark__table_reserve(&state->by_tag, extra) != 0) return -1;
+  if (slot != SELF && hark__table_reserve(&state->by_tag, extra) != 0) return -1;
   if (slot == SELF && hark__table_reserve(&state->by_owner, extra) != 0) return -1;
   return 0;
 }
@@ -450,10 +462,14 @@ static hark__entry *add_entry(hark__state *state, uint32_t slot, uint64_t owner,
 }
 
 static void change_counter(hark__state *state, hark__entry *e, uint64_t counter) {
+  if (e->slot == SELF) {
+    e->counter = counter;
+    return;
+  }
   hark__table_remove(&state->by_tag, tag_hash(e->slot, e->counter), e);
   e->counter = counter;
   /* Cannot fail: the table just lost one element and keeps its capacity. */
-  hark__table_insert(&state->by_tag, tag_hash(e->slot, counter), e);
+  hark__table_insert_group(&state->by_tag, tag_hash(e->slot, counter), e->slot, e);
 }
 
 /* ---- creation ---- */
@@ -1019,6 +1035,9 @@ int hark__state_merge(hark__state *state, const hark__delta *remote, hark__chang
   }
   if (apply_joins(&run) == 0) rc = 0;
   apply_leaves(&run);
+  /* apply_leaves cleared every leave's flags, and without a change list it
+   * freed the entries, so the cleanup below must not touch them. */
+  run.leave_count = 0;
   hark__state_compact(state);
 
 done:
@@ -1120,14 +1139,15 @@ int hark__state_replica_down(hark__state *state, hark__rref ref, hark__changes *
 }
 
 /* Starts loading the entry's neighbours and table slots that unlink_entry
- * touches, except the topic table slot, which needs the topic record loaded
- * first (see prefetch_topic_slot). */
-static void prefetch_unlink(const hark__state *state, const hark__entry *e) {
+ * touches (only the lists' lines when `lists_only`), except the topic table
+ * slot, which needs the topic record loaded first (see prefetch_topic_slot). */
+static void prefetch_unlink(const hark__state *state, const hark__entry *e, bool lists_only) {
   __builtin_prefetch(e->topic);
   if (e->topic_prev) __builtin_prefetch(e->topic_prev);
   if (e->topic_next) __builtin_prefetch(e->topic_next);
+  if (lists_only) return;
   hark__table_prefetch(&state->by_key, e->key_hash);
-  hark__table_prefetch(&state->by_tag, tag_hash(e->slot, e->counter));
+  if (e->slot != SELF) hark__table_prefetch(&state->by_tag, tag_hash(e->slot, e->counter));
   if (e->slot == SELF) hark__table_prefetch(&state->by_owner, owner_hash(e->slot, e->owner));
 }
 
@@ -1142,15 +1162,22 @@ static hark__entry *advance(hark__entry *e, size_t steps) {
 
 #define UNLINK_PREFETCH_DISTANCE 16
 
-/* Unlinks and frees every entry of a slot. The tables are far larger than
- * the cache, so each entry's slots are prefetched a few entries ahead: `far`
- * loads the entry's own lines, `near` then the topic table slot. */
-static void free_slot_entries_linked(hark__state *state, replica_slot *s) {
+/* Unlinks and frees every entry of `slot`. The tables are far larger than
+ * the cache, so each entry's lines are prefetched a few entries ahead: `far`
+ * loads the entry's own lines, `near` then the topic table slot.
+ *
+ * When the replica has at least an eighth of the entries, its by_key and
+ * by_tag slots are dropped afterwards in one sequential pass per table
+ * (hark__table_remove_group), which is cheaper than that many random
+ * removals with backward shifts. */
+static void free_slot_entries_linked(hark__state *state, uint32_t slot) {
+  replica_slot *s = &state->slots[slot];
+  bool by_group = s->entry_count * 8 >= state->by_key.count;
   hark__entry *near = advance(s->head, UNLINK_PREFETCH_DISTANCE / 2);
   hark__entry *far = advance(near, UNLINK_PREFETCH_DISTANCE / 2);
   while (s->head != NULL) {
     if (far != NULL) {
-      prefetch_unlink(state, far);
+      prefetch_unlink(state, far, by_group);
       far = far->replica_next;
     }
     if (near != NULL) {
@@ -1158,8 +1185,13 @@ static void free_slot_entries_linked(hark__state *state, replica_slot *s) {
       near = near->replica_next;
     }
     hark__entry *e = s->head;
-    unlink_entry(state, e);
+    if (by_group) unlink_entry_lists(state, e);
+    else unlink_entry(state, e);
     free_entry(e);
+  }
+  if (by_group) {
+    hark__table_remove_group(&state->by_key, slot);
+    hark__table_remove_group(&state->by_tag, slot);
   }
 }
 
@@ -1167,8 +1199,8 @@ void hark__state_remove_down_replicas(hark__state *state, hark__rref ref) {
   long slot = find_slot(state, ref);
   if (slot <= 0) return; /* unknown, or ourselves */
 
+  free_slot_entries_linked(state, (uint32_t)slot);
   replica_slot *s = &state->slots[slot];
-  free_slot_entries_linked(state, s);
   set_status(state, s, HARK__STATUS_NONE);
   free(s->name);
   hark__dotset_free(&s->cloud);

@@ -29,15 +29,50 @@ int hark__table_reserve(hark__table *table, size_t extra) {
   return table_resize(table, cap);
 }
 
-int hark__table_insert(hark__table *table, uint32_t hash, void *ptr) {
+int hark__table_insert_group(hark__table *table, uint32_t hash, uint32_t group, void *ptr) {
   if (hark__table_reserve(table, 1) != 0) return -1;
 
   size_t mask = table->cap - 1;
   size_t slot = hash & mask;
   while (table->slots[slot].ptr != NULL) slot = (slot + 1) & mask;
-  table->slots[slot] = (hark__table_slot){.ptr = ptr, .hash = hash};
+  table->slots[slot] = (hark__table_slot){.ptr = ptr, .hash = hash, .group = group};
   table->count++;
   return 0;
+}
+
+int hark__table_insert(hark__table *table, uint32_t hash, void *ptr) {
+  return hark__table_insert_group(table, hash, 0, ptr);
+}
+
+size_t hark__table_remove_group(hark__table *table, uint32_t group) {
+  size_t removed = 0;
+  for (size_t i = 0; i < table->cap; i++) {
+    if (table->slots[i].ptr != NULL && table->slots[i].group == group) {
+      table->slots[i].ptr = NULL;
+      removed++;
+    }
+  }
+  if (removed == 0) return 0;
+  table->count -= removed;
+
+  /* The holes may cut probe runs short. Walk the slots once, starting after
+   * an empty slot (the load is below 1, so one exists), and re-insert each
+   * element from its home slot. It lands at or before its old position, and
+   * the elements already visited stay reachable, so every run is whole
+   * again after one pass. */
+  size_t mask = table->cap - 1;
+  size_t start = 0;
+  while (table->slots[start].ptr != NULL) start++;
+  for (size_t k = 1; k <= table->cap; k++) {
+    size_t i = (start + k) & mask;
+    if (table->slots[i].ptr == NULL) continue;
+    hark__table_slot moved = table->slots[i];
+    table->slots[i].ptr = NULL;
+    size_t slot = moved.hash & mask;
+    while (table->slots[slot].ptr != NULL) slot = (slot + 1) & mask;
+    table->slots[slot] = moved;
+  }
+  return removed;
 }
 
 static size_t find_slot(const hark__table *table, uint32_t hash, const void *ptr) {

@@ -16,6 +16,7 @@
 typedef struct hark__table_slot {
   void *ptr;     /* NULL marks an empty slot */
   uint32_t hash; /* meaningful only where ptr != NULL */
+  uint32_t group; /* a caller's id for hark__table_remove_group; 0 by default */
 } hark__table_slot;
 
 typedef struct hark__table {
@@ -57,6 +58,17 @@ int hark__table_reserve(hark__table *table, size_t extra);
 /* Inserts `ptr` under `hash`. The caller has checked that it is absent.
  * Returns 0, or -1 when out of memory (the table is unchanged). */
 int hark__table_insert(hark__table *table, uint32_t hash, void *ptr);
+
+/* Inserts like hark__table_insert, filing `ptr` under `group`. The group
+ * uses the slot's padding, so it costs no memory. */
+int hark__table_insert_group(hark__table *table, uint32_t hash, uint32_t group, void *ptr);
+
+/* Removes every element filed under `group`, in one sequential pass over the
+ * slots and a second one that moves the remaining elements back towards
+ * their home slots. Removing a large share of a table this way avoids a
+ * random access and a backward shift per element. Returns the number
+ * removed. */
+size_t hark__table_remove_group(hark__table *table, uint32_t group);
 
 /* Removes the slot that contains exactly `ptr` under `hash`. Returns 1 when it
  * was found, else 0. */

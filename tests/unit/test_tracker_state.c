@@ -12,6 +12,7 @@
 
 #include "hark/tracker.h"
 #include "tracker/state.h"
+#include "tracker/table.h"
 
 /* ---- helpers ---- */
 
@@ -441,6 +442,88 @@ static void remove_down_replicas_forgets(void **unused) {
 
   hark__state_free(a);
   hark__state_free(b);
+}
+
+/* A table filled with long probe runs loses one group and must still find
+ * every other element, even where the removed slots split a run. */
+static void table_remove_group_keeps_others(void **unused) {
+  (void)unused;
+  enum { COUNT = 600 };
+  static int items[COUNT];
+  hark__table table = {0};
+  for (int i = 0; i < COUNT; i++) {
+    items[i] = i;
+    /* 7 home slots only: every probe run is long and crosses the wrap. */
+    uint32_t hash = (uint32_t)(i % 7) * 0x9e3779b1u;
+    assert_int_equal(hark__table_insert_group(&table, hash, (uint32_t)(i % 3), &items[i]), 0);
+  }
+
+  assert_int_equal(hark__table_remove_group(&table, 1), COUNT / 3);
+  assert_int_equal(table.count, COUNT - COUNT / 3);
+  assert_int_equal(hark__table_remove_group(&table, 1), 0);
+
+  for (int i = 0; i < COUNT; i++) {
+    uint32_t hash = (uint32_t)(i % 7) * 0x9e3779b1u;
+    hark__table_iter it = hark__table_probe(&table, hash);
+    bool found = false;
+    void *ptr;
+    while ((ptr = hark__table_next(&table, &it)) != NULL) found |= ptr == &items[i];
+    assert_int_equal(found, i % 3 != 1);
+  }
+  hark__table_free(&table);
+}
+
+static void merge_quietly(hark__state *s, hark__delta *payload) {
+  assert_non_null(payload);
+  assert_int_equal(hark__state_merge(s, payload, NULL), 0);
+  hark__delta_free(payload);
+}
+
+/* Removing a replica that has most entries drops its table slots in bulk;
+ * the other replica's entries must stay reachable by key and by tag. */
+static void remove_down_replicas_keeps_others(void **unused) {
+  (void)unused;
+  enum { PER_REPLICA = 60 };
+  hark__state *a = new_state("a");
+  hark__state *b = new_state("b");
+  hark__state *c = new_state("c");
+  up(a, b);
+  up(a, c);
+  up(b, a);
+  up(c, a);
+  char topic[32], key[32];
+  for (int i = 0; i < PER_REPLICA; i++) {
+    snprintf(topic, sizeof(topic), "t%d", i % 5);
+    snprintf(key, sizeof(key), "k%d", i);
+    join(b, (uint64_t)i, topic, key, "{}");
+    join(c, (uint64_t)i, topic, key, "{}");
+  }
+  merge_quietly(a, extract_for(b, a));
+  merge_quietly(a, extract_for(c, a));
+  assert_int_equal(hark__state_entry_count(a), 2 * PER_REPLICA);
+
+  hark__state_replica_down(a, ref("b"), NULL);
+  hark__state_remove_down_replicas(a, ref("b"));
+  assert_int_equal(hark__state_entry_count(a), PER_REPLICA);
+  for (int i = 0; i < PER_REPLICA; i++) {
+    snprintf(topic, sizeof(topic), "t%d", i % 5);
+    snprintf(key, sizeof(key), "k%d", i);
+    assert_null(hark__state_get_by_owner_key(a, ref("b"), (uint64_t)i, topic, strlen(topic), key,
+                                             strlen(key)));
+    assert_non_null(hark__state_get_by_owner_key(a, ref("c"), (uint64_t)i, topic, strlen(topic),
+                                                 key, strlen(key)));
+  }
+
+  /* A window delta with one removal: a finds the removed entry by its tag. */
+  hark__state_reset_delta(c);
+  leave(c, 7, "t2", "k7");
+  merge_quietly(a, take_delta(c));
+  assert_int_equal(hark__state_entry_count(a), PER_REPLICA - 1);
+  assert_null(hark__state_get_by_owner_key(a, ref("c"), 7, "t2", 2, "k7", 2));
+
+  hark__state_free(a);
+  hark__state_free(b);
+  hark__state_free(c);
 }
 
 /* Phoenix keeps a permdowned replica in its replicas map as down forever.
@@ -930,6 +1013,8 @@ int main(void) {
       cmocka_unit_test(get_by_key_rows),
       cmocka_unit_test(get_by_topic_filters_down),
       cmocka_unit_test(remove_down_replicas_forgets),
+      cmocka_unit_test(table_remove_group_keeps_others),
+      cmocka_unit_test(remove_down_replicas_keeps_others),
       cmocka_unit_test(permdown_forgets_replica_status),
       cmocka_unit_test(worked_example_and_basic_deltas),
       cmocka_unit_test(update_delta_has_three_dots),
