@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tracker/replication.h"
 #include "tracker/table.h"
 
 unsigned hark__shard_for_topic(const char *topic, size_t topic_len, unsigned pool_size) {
@@ -45,4 +46,7 @@ void hark__shard_destroy(hark__shard *shard) {
   hark__clockset_free(&shard->pending_clockset);
   hark__state_free(shard->state);
   shard->state = NULL;
+  /* Last, because the generations borrow the replication's delta caps. */
+  if (shard->replication != NULL) hark__replication_release(shard->replication);
+  shard->replication = NULL;
 }

@@ -29,6 +29,9 @@ typedef struct hark__shard {
   hark__clockset pending_clockset; /* remote clocks gathered since the last sample */
   unsigned current_sample_count;   /* ticks left before the next transfer decision */
   unsigned silent_periods;         /* ticks since the last heartbeat was sent */
+  /* Set by hark_tracker_start_replication, shared by all shards of the
+   * tracker; NULL before. hark__shard_destroy releases it. */
+  struct hark__replication *replication;
 } hark__shard;
 
 /* Initializes shard `index` of node `node_name` with replica vsn `vsn`.
