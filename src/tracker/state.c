@@ -1,10 +1,12 @@
 #include "tracker/state.h"
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hark/tracker.h"
+#include "tracker/pool.h"
 #include "tracker/table.h"
 
 /* A topic with at least one entry, or still referenced by a detached entry
@@ -20,9 +22,12 @@ typedef struct topic_rec {
   char name[];
 } topic_rec;
 
+/* Flags that live only during one merge: every entry's flags are 0 between
+ * operations. Only the merge's leaves carry flags, so apply_leaves (or the
+ * merge's cleanup on error) can clear all of them. */
 enum {
   ENTRY_LEAVING = 1u << 0,  /* selected as an observed remove by the merge in progress */
-  ENTRY_REPLACED = 1u << 1, /* overwritten in place by the merge in progress */
+  ENTRY_REPLACED = 1u << 1, /* a leave that the merge in progress overwrote in place */
 };
 
 /* One stored entry. It sits in the by_key table, its topic's list (tracking
@@ -34,10 +39,10 @@ enum {
  * entries), so they skip by_tag. The own replica's list is sorted by
  * counter, because joins append and an update moves the entry to the tail.
  *
- * One allocation holds the entry, its key and the meta it was created with
- * (one malloc and one free per entry). An update or an overwriting merge
- * points `meta` at a separate malloc'd copy instead; the inline bytes then
- * stay unused until the entry is freed. */
+ * One block of the state's pool holds the entry, its key and the meta it
+ * was created with (one allocation and one free per entry). An update or an
+ * overwriting merge points `meta` at a separate malloc'd copy instead; the
+ * inline bytes then stay unused until the entry is freed. */
 struct hark__entry {
   topic_rec *topic;
   uint64_t owner;
@@ -49,13 +54,23 @@ struct hark__entry {
   uint32_t slot; /* the tag's replica, an index into state->slots */
   uint32_t meta_len;
   uint16_t key_len;
-  uint16_t flags;
+  uint8_t flags;
+  uint8_t block_units; /* the pool block's size in HARK__POOL_GRAIN units; 0 for a malloc'd one */
   uint32_t key_hash; /* the entry's hash in by_key, kept to skip rehashing on removal */
   char key[];        /* key_len bytes, then the inline meta and its NUL */
 };
 
 static char *inline_meta(const hark__entry *e) {
   return (char *)e->key + e->key_len;
+}
+
+/* The size to pass to hark__pool_free for the entry's block. */
+static size_t entry_block_size(const hark__entry *e) {
+  return e->block_units ? (size_t)e->block_units * HARK__POOL_GRAIN : SIZE_MAX;
+}
+
+static size_t topic_block_size(const topic_rec *rec) {
+  return sizeof(*rec) + rec->len + 1;
 }
 
 /* Frees the entry's meta unless it is the inline one. */
@@ -89,6 +104,7 @@ typedef struct replica_slot {
  *   exactly the entries added in the window and still present.
  * hark__state_delta builds the explicit value. */
 struct hark__state {
+  hark__pool *pool;    /* entries and topic records; a pointer, so a const state can free into it */
   replica_slot *slots; /* slot 0 is this replica */
   size_t slot_count;
   size_t slot_cap;
@@ -214,11 +230,11 @@ static long add_slot(hark__state *state, hark__rref ref) {
 
 /* ---- change lists ---- */
 
-static void free_entry(hark__entry *e) {
+static void free_entry(hark__pool *pool, hark__entry *e) {
   topic_rec *rec = e->topic;
   free_meta(e, e->meta);
-  free(e);
-  if (--rec->refs == 0) free(rec);
+  hark__pool_free(pool, e, entry_block_size(e));
+  if (--rec->refs == 0) hark__pool_free(pool, rec, topic_block_size(rec));
 }
 
 static int changes_reserve(hark__changes *changes, size_t items, size_t old_metas) {
@@ -242,20 +258,28 @@ static int changes_reserve(hark__changes *changes, size_t items, size_t old_meta
   return 0;
 }
 
+/* Ties the list to `state`. A list serves one state, whose pool receives
+ * its detached entries when it is cleared. */
+static void changes_bind(hark__changes *changes, const hark__state *state) {
+  assert(changes->state == NULL || changes->state == state);
+  changes->state = state;
+}
+
 /* Records one change; the caller has reserved room. */
 static void changes_add(hark__changes *changes, const hark__state *state, const hark__entry *e,
                         const char *meta, size_t meta_len, bool join) {
   if (changes == NULL) return;
-  changes->state = state;
+  changes_bind(changes, state);
   changes->items[changes->count++] = (hark__change){e, meta, meta_len, join};
 }
 
 /* Hands a detached entry to the change list, or frees it when there is none. */
-static void changes_keep_entry(hark__changes *changes, hark__entry *e) {
+static void changes_keep_entry(hark__changes *changes, const hark__state *state, hark__entry *e) {
   if (changes == NULL) {
-    free_entry(e);
+    free_entry(state->pool, e);
     return;
   }
+  changes_bind(changes, state);
   e->replica_next = changes->detached;
   changes->detached = e;
 }
@@ -276,7 +300,7 @@ void hark__changes_clear(hark__changes *changes) {
   while (changes->detached != NULL) {
     hark__entry *e = changes->detached;
     changes->detached = e->replica_next;
-    free_entry(e);
+    free_entry(changes->state->pool, e);
   }
   for (size_t i = 0; i < changes->old_meta_count; i++) free(changes->old_metas[i]);
   free(changes->items);
@@ -307,13 +331,13 @@ void hark__change_view(const hark__changes *changes, size_t i, hark__entry_view 
 
 /* Adds a topic record; the caller has checked that the topic is absent. */
 static topic_rec *add_topic(hark__state *state, const char *topic, size_t len, uint64_t hash) {
-  topic_rec *rec = malloc(sizeof(*rec) + len + 1);
+  topic_rec *rec = hark__pool_alloc(state->pool, sizeof(*rec) + len + 1);
   if (rec == NULL) return NULL;
   *rec = (topic_rec){.hash = hash, .in_table = true, .len = len};
   if (len > 0) memcpy(rec->name, topic, len);
   rec->name[len] = '\0';
   if (hark__table_insert(&state->topics, topic_hash32(hash), rec) != 0) {
-    free(rec);
+    hark__pool_free(state->pool, rec, topic_block_size(rec));
     return NULL;
   }
   return rec;
@@ -323,7 +347,7 @@ static void drop_topic_if_empty(hark__state *state, topic_rec *rec) {
   if (rec->live > 0 || !rec->in_table) return;
   hark__table_remove(&state->topics, topic_hash32(rec->hash), rec);
   rec->in_table = false;
-  if (rec->refs == 0) free(rec);
+  if (rec->refs == 0) hark__pool_free(state->pool, rec, topic_block_size(rec));
 }
 
 /* Adds an own entry to its owner's chain, right after the head. */
@@ -437,11 +461,15 @@ static hark__entry *add_entry(hark__state *state, uint32_t slot, uint64_t owner,
   if (key_len > HARK__MAX_KEY_LEN || meta_len > UINT32_MAX) return NULL;
   if (reserve_tables(state, 1, slot) != 0) return NULL;
 
-  hark__entry *e = malloc(offsetof(hark__entry, key) + key_len + meta_len + 1);
+  size_t size = offsetof(hark__entry, key) + key_len + meta_len + 1;
+  hark__entry *e = hark__pool_alloc(state->pool, size);
   if (e == NULL) return NULL;
+  e->block_units = size <= HARK__POOL_MAX_BLOCK
+                       ? (uint8_t)((size + HARK__POOL_GRAIN - 1) / HARK__POOL_GRAIN)
+                       : 0;
   if (rec == NULL) rec = add_topic(state, topic, topic_len, topic_hash);
   if (rec == NULL) {
-    free(e);
+    hark__pool_free(state->pool, e, entry_block_size(e));
     return NULL;
   }
 
@@ -477,7 +505,9 @@ static void change_counter(hark__state *state, hark__entry *e, uint64_t counter)
 hark__state *hark__state_new(hark__rref self) {
   hark__state *state = calloc(1, sizeof(*state));
   if (state == NULL) return NULL;
-  if (add_slot(state, self) != 0) {
+  state->pool = calloc(1, sizeof(*state->pool));
+  if (state->pool == NULL || add_slot(state, self) != 0) {
+    free(state->pool);
     free(state);
     return NULL;
   }
@@ -486,12 +516,12 @@ hark__state *hark__state_new(hark__rref self) {
   return state;
 }
 
-static void free_slot_entries(replica_slot *s) {
+static void free_slot_entries(hark__pool *pool, replica_slot *s) {
   hark__entry *e = s->head;
   while (e != NULL) {
     hark__entry *next = e->replica_next;
     free_meta(e, e->meta);
-    free(e);
+    hark__pool_free(pool, e, entry_block_size(e));
     e = next;
   }
   s->head = s->tail = NULL;
@@ -502,13 +532,18 @@ void hark__state_free(hark__state *state) {
   for (size_t i = 0; i < state->slot_count; i++) {
     replica_slot *s = &state->slots[i];
     if (!s->live) continue;
-    free_slot_entries(s);
+    free_slot_entries(state->pool, s);
     free(s->name);
     hark__dotset_free(&s->cloud);
     hark__dotset_free(&s->delta_cloud);
   }
-  /* Entries are gone; topic records still in the table have no other refs. */
-  for (size_t i = 0; i < state->topics.cap; i++) free(state->topics.slots[i].ptr);
+  /* Topic records still in the table have no other refs. */
+  for (size_t i = 0; i < state->topics.cap; i++) {
+    topic_rec *rec = state->topics.slots[i].ptr;
+    if (rec != NULL) hark__pool_free(state->pool, rec, topic_block_size(rec));
+  }
+  hark__pool_destroy(state->pool);
+  free(state->pool);
   hark__table_free(&state->topics);
   hark__table_free(&state->by_key);
   hark__table_free(&state->by_tag);
@@ -566,7 +601,7 @@ static int leave_entry(hark__state *state, hark__entry *e, hark__changes *change
   unlink_entry(state, e);
   state->slots[SELF].context++; /* the removal is an event of its own */
   changes_add(changes, state, e, e->meta, e->meta_len, false);
-  changes_keep_entry(changes, e);
+  changes_keep_entry(changes, state, e);
   return 0;
 }
 
@@ -949,7 +984,10 @@ static int overwrite_entry(merge_run *run, hark__entry *e, const hark__value_vie
   change_counter(run->state, e, v->counter);
   e->meta = meta;
   e->meta_len = (uint32_t)v->meta_len;
-  e->flags |= ENTRY_REPLACED;
+  /* Only a leave's flags are cleared at the end of the merge. A stale flag on
+   * any other entry would make a later merge skip its observed remove, and
+   * the entry would stay forever. */
+  if (e->flags & ENTRY_LEAVING) e->flags |= ENTRY_REPLACED;
   changes_add(run->changes, run->state, e, old_meta, old_len, false);
   changes_add(run->changes, run->state, e, e->meta, e->meta_len, true);
   changes_keep_meta(run->changes, e, old_meta);
@@ -1016,7 +1054,7 @@ static void apply_leaves(merge_run *run) {
     if (replaced) continue;
     unlink_entry(run->state, e);
     changes_add(run->changes, run->state, e, e->meta, e->meta_len, false);
-    changes_keep_entry(run->changes, e);
+    changes_keep_entry(run->changes, run->state, e);
   }
 }
 
@@ -1187,7 +1225,7 @@ static void free_slot_entries_linked(hark__state *state, uint32_t slot) {
     hark__entry *e = s->head;
     if (by_group) unlink_entry_lists(state, e);
     else unlink_entry(state, e);
-    free_entry(e);
+    free_entry(state->pool, e);
   }
   if (by_group) {
     hark__table_remove_group(&state->by_key, slot);

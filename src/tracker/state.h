@@ -64,7 +64,9 @@ typedef struct hark__entry_view {
  * entries. Leave items point to entries detached from the state, which the
  * list keeps alive, or to a live entry whose meta was replaced, with the old
  * meta kept by the list. Items are valid until the state changes again or
- * the list is cleared. Clear the list before freeing the state. */
+ * the list is cleared. A list contains the changes of one state only, because
+ * clearing it returns the detached entries to that state's allocator: clear
+ * it before freeing the state or using it with another one. */
 typedef struct hark__change {
   const hark__entry *entry;
   const char *meta; /* the meta to report: the new one for a join, the old one for a leave */

@@ -1,9 +1,28 @@
 #include "tracker/table.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+#include "tracker/pool.h"
+
+/* Slot arrays of at least this many bytes get 2 MiB transparent huge pages
+ * where the kernel offers them. A lookup lands on a random slot, so with
+ * 4 KiB pages nearly every probe into a table of several MiB also misses the
+ * TLB, and filling a fresh table takes one page fault per 4 KiB. */
+#define HUGE_MIN_BYTES ((size_t)2 << 20)
+
+/* Returns `cap` zeroed slots, or NULL when out of memory. Free with free(). */
+static hark__table_slot *alloc_slots(size_t cap) {
+  size_t bytes = cap * sizeof(hark__table_slot);
+  if (bytes < HUGE_MIN_BYTES) return calloc(cap, sizeof(hark__table_slot));
+
+  hark__table_slot *slots = hark__alloc_huge(bytes);
+  if (slots != NULL) memset(slots, 0, bytes);
+  return slots;
+}
 
 static int table_resize(hark__table *table, size_t cap) {
-  hark__table_slot *slots = calloc(cap, sizeof(*slots));
+  hark__table_slot *slots = alloc_slots(cap);
   if (slots == NULL) return -1;
 
   size_t mask = cap - 1;

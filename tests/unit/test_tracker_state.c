@@ -812,6 +812,39 @@ static void stale_delta_keeps_newer_value(void **unused) {
   hark__state_free(c);
 }
 
+/* A merge that overwrites an entry in place, without observing the old
+ * tag's removal, must leave nothing behind that stops a later merge from
+ * removing the entry. */
+static void overwritten_entry_removed_later(void **unused) {
+  (void)unused;
+  hark__state *a = new_state("a");
+  hark__state *x = new_state("x");
+  up(a, x);
+  up(x, a);
+
+  join(a, 7, "t", "k", "{\"v\":1}"); /* (a,1) */
+  merge(x, extract_for(a, x));
+  hark__state_reset_delta(a);
+  leave(a, 7, "t", "k");               /* tombstone 1, dot 2: x misses this delta */
+  hark__state_reset_delta(a);
+  join(a, 7, "t", "k", "{\"v\":2}"); /* (a,3), in a delta of dot 3 only */
+  diff d = merge(x, take_delta(a));
+  assert_string_equal(d.joins, "k={\"v\":2}");
+  assert_string_equal(d.leaves, "k={\"v\":1}");
+  assert_int_equal(hark__state_entry_count(x), 1);
+
+  leave(a, 7, "t", "k"); /* tombstone 3, dot 4 */
+  d = merge(x, extract_for(a, x));
+  assert_int_equal(d.join_count, 0);
+  assert_string_equal(d.leaves, "k={\"v\":2}");
+  assert_int_equal(hark__state_entry_count(x), 0);
+  assert_string_equal(topic_list(x, "t").text, "");
+  assert_int_equal(context_of(x, a), 4);
+
+  hark__state_free(a);
+  hark__state_free(x);
+}
+
 /* Phoenix passes the requester's bare name, so the exclusion never matches
  * and the requester's own entries are sent back. Here the requester's
  * entries are left out, and only for the exact (name, vsn). */
@@ -1024,6 +1057,7 @@ int main(void) {
       cmocka_unit_test(delta_merge_with_removes),
       cmocka_unit_test(stale_extract_keeps_newer_value),
       cmocka_unit_test(stale_delta_keeps_newer_value),
+      cmocka_unit_test(overwritten_entry_removed_later),
       cmocka_unit_test(extract_excludes_requester_entries),
       cmocka_unit_test(random_operations_converge),
   };
