@@ -41,11 +41,11 @@ unit_asan() {
 }
 
 e2e() {
-  HARKD="$PWD/$1/harkd" node --test --test-concurrency=2 tests/e2e/
+  HARKD="$PWD/$1/harkd" node --test --test-concurrency=2 tests/e2e/*.test.mjs
 }
 
 browser() {
-  HARKD="$PWD/build/harkd" node --test tests/browser/
+  HARKD="$PWD/build/harkd" node --test tests/browser/*.test.mjs
 }
 
 fuzz() {

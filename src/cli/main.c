@@ -1,8 +1,5 @@
-/* harkd: a Phoenix Channels compatible WebSocket server. This file reads the
- * command line, wires the layers together and handles signals. */
-#include <errno.h>
-#include <getopt.h>
-#include <limits.h>
+/* harkd: a Phoenix Channels compatible WebSocket server. This file wires the
+ * layers together, joins the cluster when asked, and handles signals. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,215 +7,27 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "cli/options.h"
 #include "hark/presence.h"
 #include "hark/pubsub.h"
+#include "hark/redis.h"
+#include "server/config.h"
 #include "server/server.h"
 
-#define EXIT_USAGE 2
-#define MAX_PRESENCE_PATTERNS 64
+/* The tracker name that every node uses for presence, so the shards of all
+ * nodes talk on the same topics. */
+#define PRESENCE_TRACKER_NAME "hark_presence"
 
 typedef struct harkd {
+  harkd_options options;
   uv_loop_t *loop;
   hark_pubsub *pubsub;
+  hark_pubsub_adapter redis;
   hark_presence *presence;
   hark_server *server;
-  const char *presence_patterns[MAX_PRESENCE_PATTERNS];
-  size_t presence_pattern_count;
-  int presence_off;
   uv_signal_t sigint, sigterm;
-  char host[INET6_ADDRSTRLEN];
-  char node_name[256];
-  char phoenix_js[1024];
+  hark_security_config security;
 } harkd;
-
-static void usage(FILE *out) {
-  fprintf(out,
-          "Usage: harkd [OPTIONS]\n"
-          "\n"
-          "A Phoenix Channels compatible WebSocket server with PubSub.\n"
-          "\n"
-          "Options:\n"
-          "  --listen HOST:PORT         address to listen on (default 127.0.0.1:4000,\n"
-          "                             or $HARK_LISTEN); port 0 picks a free port\n"
-          "  --max-message-bytes N      largest WebSocket message accepted, in bytes\n"
-          "                             (default 1048576); larger ones get close code 1009\n"
-          "  --idle-timeout-ms N        close a WebSocket that sends nothing for N ms\n"
-          "                             (default 60000)\n"
-          "  --max-channels N           channels one socket may join (default 100)\n"
-          "  --max-body-bytes N         largest HTTP request body, in bytes (default 1048576)\n"
-          "  --max-output-bytes N       bytes queued for a socket that reads too slowly before\n"
-          "                             it is closed (default 16777216)\n"
-          "  --max-connections N        open connections in total (default 100000)\n"
-          "  --max-connections-per-ip N open connections from one client address (default 1000)\n"
-          "  --handshake-timeout-ms N   time to send a whole HTTP request, including the\n"
-          "                             WebSocket upgrade (default 10000)\n"
-          "  --presence PATTERN         track presence on topics matching this glob ('*' any\n"
-          "                             bytes, '?' one byte); repeatable; default '*'\n"
-          "  --no-presence              turn presence off on every topic\n"
-          "  --web-root DIR             folder of the demo page (default: the source tree's web/)\n"
-          "  --phoenix-js FILE          phoenix.mjs served at /assets/phoenix.mjs (default: from\n"
-          "                             node_modules/phoenix in the source tree)\n"
-          "  --log-level LEVEL          debug, info, warn or error (default info)\n"
-          "  --help                     show this help and exit\n"
-          "  --version                  show the version and exit\n");
-}
-
-static int usage_error(const char *fmt, const char *value) {
-  fprintf(stderr, "harkd: ");
-  fprintf(stderr, fmt, value);
-  fprintf(stderr, "\nTry 'harkd --help' for the list of options.\n");
-  return EXIT_USAGE;
-}
-
-/* Parses a decimal number in [min, max]. Returns 0 or -1. */
-static int parse_number(const char *text, unsigned long long min, unsigned long long max,
-                        unsigned long long *out) {
-  if (!text[0] || text[0] == '-' || text[0] == '+') return -1;
-  char *end;
-  errno = 0;
-  unsigned long long value = strtoull(text, &end, 10);
-  if (errno || *end || value < min || value > max) return -1;
-  *out = value;
-  return 0;
-}
-
-/* Splits "HOST:PORT" or "[V6]:PORT" and checks both parts. */
-static int parse_listen(const char *text, harkd *d, int *port) {
-  const char *colon = strrchr(text, ':');
-  if (!colon) return -1;
-  size_t host_len = (size_t)(colon - text);
-  const char *host = text;
-  if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
-    host++;
-    host_len -= 2;
-  }
-  if (host_len == 0 || host_len >= sizeof d->host) return -1;
-  memcpy(d->host, host, host_len);
-  d->host[host_len] = '\0';
-  if (strcmp(d->host, "localhost") == 0) strcpy(d->host, "127.0.0.1");
-
-  struct sockaddr_in6 addr;
-  if (uv_ip4_addr(d->host, 0, (struct sockaddr_in *)&addr) != 0 &&
-      uv_ip6_addr(d->host, 0, &addr) != 0)
-    return -1;
-
-  unsigned long long value;
-  if (parse_number(colon + 1, 0, 65535, &value) != 0) return -1;
-  *port = (int)value;
-  return 0;
-}
-
-enum {
-  OPT_LISTEN = 256, OPT_MAX_MESSAGE, OPT_IDLE, OPT_MAX_CHANNELS, OPT_MAX_BODY, OPT_WEB_ROOT,
-  OPT_PHOENIX_JS, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION, OPT_PRESENCE, OPT_NO_PRESENCE,
-  OPT_MAX_OUTPUT, OPT_MAX_CONNECTIONS, OPT_MAX_CONNECTIONS_PER_IP, OPT_HANDSHAKE_TIMEOUT,
-};
-
-static const struct option long_options[] = {
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
-    {"idle-timeout-ms", required_argument, NULL, OPT_IDLE},
-    {"max-channels", required_argument, NULL, OPT_MAX_CHANNELS},
-    {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
-    {"web-root", required_argument, NULL, OPT_WEB_ROOT},
-    {"phoenix-js", required_argument, NULL, OPT_PHOENIX_JS},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-    {"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_IP},
-    {"handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
-    {"presence", required_argument, NULL, OPT_PRESENCE},
-    {"no-presence", no_argument, NULL, OPT_NO_PRESENCE},
-    {"help", no_argument, NULL, OPT_HELP},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0},
-};
-
-/* Parses the command line into `config`. Returns -1 to continue, or an exit
- * status. */
-static int parse_args(int argc, char **argv, harkd *d, hark_server_config *config) {
-  const char *listen = getenv("HARK_LISTEN");
-  if (listen && !*listen) listen = NULL;
-  unsigned long long n;
-  int opt;
-
-  opterr = 0;
-  while ((opt = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
-    switch (opt) {
-      case OPT_LISTEN: listen = optarg; break;
-      case OPT_MAX_MESSAGE:
-        if (parse_number(optarg, 1, 1ULL << 31, &n) != 0)
-          return usage_error("invalid --max-message-bytes '%s': expected a number of bytes from 1 to 2147483648", optarg);
-        config->max_message_bytes = (size_t)n;
-        break;
-      case OPT_IDLE:
-        if (parse_number(optarg, 1, 86400000ULL, &n) != 0)
-          return usage_error("invalid --idle-timeout-ms '%s': expected milliseconds from 1 to 86400000", optarg);
-        config->idle_timeout_ms = n;
-        break;
-      case OPT_MAX_CHANNELS:
-        if (parse_number(optarg, 1, 1000000, &n) != 0)
-          return usage_error("invalid --max-channels '%s': expected a number from 1 to 1000000", optarg);
-        config->max_channels = (unsigned)n;
-        break;
-      case OPT_MAX_BODY:
-        if (parse_number(optarg, 1, 1ULL << 31, &n) != 0)
-          return usage_error("invalid --max-body-bytes '%s': expected a number of bytes from 1 to 2147483648", optarg);
-        config->max_body_bytes = (size_t)n;
-        break;
-      case OPT_PRESENCE:
-        if (!optarg[0]) return usage_error("invalid --presence '%s': expected a glob pattern", optarg);
-        if (d->presence_pattern_count == MAX_PRESENCE_PATTERNS)
-          return usage_error("too many --presence patterns (the limit is 64): '%s'", optarg);
-        d->presence_patterns[d->presence_pattern_count++] = optarg;
-        break;
-      case OPT_NO_PRESENCE: d->presence_off = 1; break;
-      case OPT_MAX_OUTPUT:
-        if (parse_number(optarg, 1024, 1ULL << 34, &n) != 0)
-          return usage_error("invalid --max-output-bytes '%s': expected a number of bytes from 1024 to 17179869184", optarg);
-        config->max_output_bytes = (size_t)n;
-        break;
-      case OPT_MAX_CONNECTIONS:
-        if (parse_number(optarg, 1, 10000000, &n) != 0)
-          return usage_error("invalid --max-connections '%s': expected a number from 1 to 10000000", optarg);
-        config->max_connections = (size_t)n;
-        break;
-      case OPT_MAX_CONNECTIONS_PER_IP:
-        if (parse_number(optarg, 1, 10000000, &n) != 0)
-          return usage_error("invalid --max-connections-per-ip '%s': expected a number from 1 to 10000000", optarg);
-        config->max_connections_per_ip = (size_t)n;
-        break;
-      case OPT_HANDSHAKE_TIMEOUT:
-        if (parse_number(optarg, 1, 3600000, &n) != 0)
-          return usage_error("invalid --handshake-timeout-ms '%s': expected milliseconds from 1 to 3600000", optarg);
-        config->handshake_timeout_ms = n;
-        break;
-      case OPT_WEB_ROOT: config->web_root = optarg; break;
-      case OPT_PHOENIX_JS: config->phoenix_js = optarg; break;
-      case OPT_LOG_LEVEL: {
-        hark_log_level level;
-        if (hark_log_parse_level(optarg, &level) != 0)
-          return usage_error("invalid --log-level '%s': expected debug, info, warn or error", optarg);
-        hark_log_set_level(level);
-        break;
-      }
-      case OPT_HELP: usage(stdout); return 0;
-      case OPT_VERSION: printf("harkd %s\n", HARK_VERSION); return 0;
-      case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
-      default: return usage_error("unknown option '%s'", argv[optind - 1]);
-    }
-  }
-  if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);
-
-  if (listen && parse_listen(listen, d, &config->port) != 0)
-    return usage_error("invalid listen address '%s': expected HOST:PORT, e.g. 127.0.0.1:4000", listen);
-  if (!listen) parse_listen("127.0.0.1:4000", d, &config->port);
-  if (d->presence_off && d->presence_pattern_count > 0)
-    return usage_error("%s", "--presence and --no-presence cannot be combined");
-  if (d->presence_pattern_count == 0) d->presence_patterns[d->presence_pattern_count++] = "*";
-  config->host = d->host;
-  return -1;
-}
 
 static void on_shutdown_done(hark_server *server, void *arg) {
   harkd *d = arg;
@@ -226,11 +35,15 @@ static void on_shutdown_done(hark_server *server, void *arg) {
   uv_stop(d->loop);
 }
 
+/* A clean stop: other nodes are told to drop this node's presences at once,
+ * then every socket gets close code 1001. */
 static void on_signal(uv_signal_t *handle, int signum) {
   harkd *d = handle->data;
   HARK_INFO("signal_received", "signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
   uv_signal_stop(&d->sigint);
   uv_signal_stop(&d->sigterm);
+  if (d->options.cluster_url && d->presence)
+    hark_tracker_graceful_permdown(hark_presence_tracker(d->presence));
   hark_server_shutdown(d->server, on_shutdown_done, d);
 }
 
@@ -250,40 +63,132 @@ static void check_demo_files(const hark_server_config *config) {
               config->phoenix_js);
 }
 
-static int run(harkd *d, hark_server_config *config) {
-  d->loop = uv_default_loop();
-  snprintf(d->node_name, sizeof d->node_name, "harkd@%s:%d", config->host, config->port);
-  hark_pubsub_options options = {.node_name = d->node_name, .pool_size = 1};
-  int rc = hark_pubsub_create(&d->pubsub, d->loop, &options);
+/* The default node name: the host name and the listen port. With port 0 the
+ * port is not known yet, so the process id stands in for it. */
+static void choose_node_name(harkd_options *options) {
+  if (options->node_name[0]) return;
+  char host[200] = "localhost";
+  gethostname(host, sizeof host - 1);
+  if (options->server.port != 0)
+    snprintf(options->node_name, sizeof options->node_name, "%s:%d", host, options->server.port);
+  else
+    snprintf(options->node_name, sizeof options->node_name, "%s:pid%ld", host, (long)getpid());
+}
+
+static int create_pubsub(harkd *d) {
+  hark_pubsub_options pubsub_options = {.node_name = d->options.node_name, .pool_size = 1};
+  if (d->options.cluster_url) {
+    hark_redis_options redis_options = {.url = d->options.cluster_url,
+                                        .channel_prefix = d->options.redis_prefix,
+                                        .sharded = d->options.redis_sharded};
+    int rc = hark_redis_adapter_create(&d->redis, d->loop, &redis_options);
+    if (rc != 0) {
+      HARK_ERROR("startup_failed", "what=redis_adapter error=\"%s\"", hark_strerror(rc));
+      return -1;
+    }
+    pubsub_options.adapter = &d->redis;
+  }
+
+  int rc = hark_pubsub_create(&d->pubsub, d->loop, &pubsub_options);
   if (rc != 0) {
     HARK_ERROR("startup_failed", "what=pubsub error=\"%s\"", hark_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+static int create_presence(harkd *d) {
+  harkd_options *options = &d->options;
+  if (options->presence_off) return 0;
+
+  hark_presence_options presence_options = {.pubsub = d->pubsub,
+                                            .dispatcher_name = HARK_CHANNELS_DISPATCHER,
+                                            .node_name = options->node_name,
+                                            .pool_size = options->pool_size};
+  int rc = hark_presence_create(&d->presence, &presence_options);
+  if (rc == 0 && options->cluster_url)
+    rc = hark_tracker_replicate_over_pubsub(hark_presence_tracker(d->presence), d->pubsub,
+                                            PRESENCE_TRACKER_NAME, &options->replication);
+  if (rc != 0) {
+    HARK_ERROR("startup_failed", "what=presence error=\"%s\"", hark_strerror(rc));
+    return -1;
+  }
+
+  options->server.presence = d->presence;
+  options->server.presence_patterns = options->presence_patterns;
+  options->server.presence_pattern_count = options->presence_pattern_count;
+  return 0;
+}
+
+static void log_listening(harkd *d, const char *what) {
+  const hark_server_config *config = &d->options.server;
+  /* IPv6 addresses are written in brackets, as --listen takes them. */
+  int v6 = strchr(config->host, ':') != NULL;
+  HARK_INFO(what, "addr=%s%s%s:%d node=\"%s\" cluster=%s version=%s", v6 ? "[" : "", config->host,
+            v6 ? "]" : "", hark_server_port(d->server), d->options.node_name,
+            d->options.cluster_url ? "redis" : "none", HARK_VERSION);
+}
+
+/* Loads --config and the secrets in the environment, and decides the mode.
+ * Returns -1 to go on, or an exit status: 2 for an invalid config, 1 for an
+ * open server on a non-loopback address without --insecure. */
+static int load_security(harkd *d) {
+  harkd_options *options = &d->options;
+  hark_config_env env = {.jwt_secret = getenv("HARK_JWT_SECRET"), .api_key = getenv("HARK_API_KEY")};
+  char error[1024];
+  if (hark_security_config_load(&d->security, options->config_path, &env, error, sizeof error) != 0) {
+    fprintf(stderr, "harkd: invalid config: %s\n", error);
+    return HARKD_EXIT_USAGE;
+  }
+  options->server.security = &d->security;
+
+  int open = hark_security_config_is_open(&d->security);
+  int loopback = hark_address_is_loopback(options->server.host);
+  if (open && !loopback && !options->insecure) {
+    HARK_ERROR("startup_failed", "what=security addr=%s error=\"no token secret or API key is configured, so "
+               "harkd only listens on loopback; configure auth (--config, HARK_JWT_SECRET, HARK_API_KEY) "
+               "or pass --insecure\"", options->server.host);
     return 1;
   }
-  if (!d->presence_off) {
-    hark_presence_options presence_options = {.pubsub = d->pubsub,
-                                              .dispatcher_name = HARK_CHANNELS_DISPATCHER,
-                                              .node_name = d->node_name};
-    rc = hark_presence_create(&d->presence, &presence_options);
-    if (rc != 0) {
-      HARK_ERROR("startup_failed", "what=presence error=\"%s\"", hark_strerror(rc));
-      return 1;
-    }
-    config->presence = d->presence;
-    config->presence_patterns = d->presence_patterns;
-    config->presence_pattern_count = d->presence_pattern_count;
-  }
+  return -1;
+}
+
+/* One line at start that says who may connect. It follows a successful
+ * listen, so a start that fails logs only its error. */
+static void log_security_mode(const harkd *d) {
+  static const char *const origin_modes[] = {"off", "host", "list"};
+  int open = hark_security_config_is_open(&d->security);
+  int loopback = hark_address_is_loopback(d->options.server.host);
+  HARK_INFO("security_mode", "mode=%s tokens=%s api_key=%s check_origin=%s topic_rules=%zu%s",
+            open ? "open" : "auth", d->security.verifier ? "on" : "off", d->security.api_key ? "on" : "off",
+            origin_modes[d->security.origin.mode], d->security.topics.rule_count,
+            open && loopback ? " note=\"open development mode: anyone on this machine may connect; listening on loopback only\""
+            : open ? " note=\"open mode on a non-loopback address (--insecure): anyone may connect\"" : "");
+}
+
+static int run(harkd *d) {
+  hark_server_config *config = &d->options.server;
+  d->loop = uv_default_loop();
+  choose_node_name(&d->options);
+  config->node_name = d->options.node_name;
+
+  int security_status = load_security(d);
+  if (security_status >= 0) return security_status;
+  if (create_pubsub(d) != 0 || create_presence(d) != 0) return 1;
+  config->cluster_adapter_ctx = d->options.cluster_url ? d->redis.ctx : NULL;
   d->server = hark_server_create(d->loop, d->pubsub, config);
   if (!d->server) {
     HARK_ERROR("startup_failed", "what=server error=\"out of memory\"");
     return 1;
   }
 
-  rc = hark_server_listen(d->server);
+  int rc = hark_server_listen(d->server);
   if (rc != 0) {
     HARK_ERROR("listen_failed", "addr=%s:%d error=\"%s\"", config->host, config->port, uv_strerror(rc));
     return 1;
   }
   check_demo_files(config);
+  log_security_mode(d);
 
   uv_signal_init(d->loop, &d->sigint);
   uv_signal_init(d->loop, &d->sigterm);
@@ -291,36 +196,32 @@ static int run(harkd *d, hark_server_config *config) {
   uv_signal_start(&d->sigint, on_signal, SIGINT);
   uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 
-  /* IPv6 addresses are written in brackets, as --listen takes them. */
-  int v6 = strchr(config->host, ':') != NULL;
-  HARK_INFO("listening", "addr=%s%s%s:%d version=%s web_root=\"%s\"", v6 ? "[" : "",
-            config->host, v6 ? "]" : "", hark_server_port(d->server), HARK_VERSION,
-            config->web_root);
+  log_listening(d, "listening");
   uv_run(d->loop, UV_RUN_DEFAULT);
-  HARK_INFO("stopped", "addr=%s%s%s:%d", v6 ? "[" : "", config->host, v6 ? "]" : "",
-            hark_server_port(d->server));
+  log_listening(d, "stopped");
   return 0;
 }
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
-  harkd d;
-  memset(&d, 0, sizeof d);
+  static harkd d;
 
-  hark_server_config config;
-  hark_server_config_defaults(&config);
-  config.web_root = HARK_DEFAULT_WEB_ROOT;
-  snprintf(d.phoenix_js, sizeof d.phoenix_js, "%s/phoenix/priv/static/phoenix.mjs",
-           HARK_DEFAULT_NODE_MODULES);
-  config.phoenix_js = d.phoenix_js;
+  hark_server_config_defaults(&d.options.server);
+  d.options.server.web_root = HARK_DEFAULT_WEB_ROOT;
+  snprintf(d.options.phoenix_js, sizeof d.options.phoenix_js,
+           "%s/phoenix/priv/static/phoenix.mjs", HARK_DEFAULT_NODE_MODULES);
+  d.options.server.phoenix_js = d.options.phoenix_js;
 
-  int status = parse_args(argc, argv, &d, &config);
+  int status = harkd_parse_options(argc, argv, &d.options);
   if (status >= 0) return status;
 
-  status = run(&d, &config);
+  status = run(&d);
 
-  /* Tear down in reverse order; every handle must be closed before the loop. */
+  /* Tear down in reverse order. The pubsub goes last but one: destroying it
+   * closes the Redis connections after their queued commands are written.
+   * Every handle must be closed before the loop. */
   if (d.server) hark_server_destroy(d.server);
+  hark_security_config_free(&d.security);
   if (d.presence) hark_presence_destroy(d.presence);
   if (d.pubsub) hark_pubsub_destroy(d.pubsub);
   if (d.loop) {

@@ -36,6 +36,7 @@
 #include <hiredis/hiredis.h>
 
 #include "base/buf.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "hark/redis.h"
 #include "pubsub/envelope.h"
@@ -413,6 +414,14 @@ static void count_invalid(redis_adapter *ad, const char *error, const char *chan
 }
 
 static void dispatch_envelope(redis_adapter *ad, const hark__envelope *env) {
+  /* A payload not marked binary is JSON text by the hark_message contract,
+   * and dispatchers forward it to clients as it is, so another node's bad
+   * JSON stops here. */
+  if (!env->msg.binary && !hark_json_valid(env->msg.payload, env->msg.payload_len)) {
+    count_invalid(ad, "payload is not valid JSON", env->topic, env->topic_len);
+    return;
+  }
+
   char dispatcher[HARK_ENVELOPE_MAX_NAME + 1];
   memcpy(dispatcher, env->dispatcher, env->dispatcher_len);
   dispatcher[env->dispatcher_len] = '\0';

@@ -3,9 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/json.h"
 #include "base/log.h"
+#include "hark/redis.h"
+#include "server/config.h"
 #include "server/conn.h"
 
 static int path_is(const char *path, size_t len, const char *expected) {
@@ -118,6 +121,68 @@ static void handle_presence(hark_conn *conn, const char *encoded, size_t encoded
   hark_buf_free(&topic);
 }
 
+static void append_replica(void *ctx, unsigned shard, const char *name, uint64_t vsn,
+                           hark_replica_status status, uint64_t last_heard_ms) {
+  hark_buf *out = ctx;
+  static const char *const names[] = {"up", "down", "permdown"};
+  if (out->data[out->len - 1] != '[') hark_buf_append_byte(out, ',');
+  hark_buf_printf(out, "{\"shard\":%u,\"name\":", shard);
+  hark_json_append_string(out, name, strlen(name));
+  hark_buf_printf(out, ",\"vsn\":%llu,\"status\":\"%s\",\"last_heard_ms\":%llu}",
+                  (unsigned long long)vsn, names[status], (unsigned long long)last_heard_ms);
+}
+
+static void append_cluster_counters(hark_buf *out, const hark_server_config *config) {
+  if (config->cluster_adapter_ctx) {
+    hark_redis_stats redis;
+    hark_redis_adapter_stats(config->cluster_adapter_ctx, &redis);
+    hark_buf_printf(out,
+                    ",\"redis\":{\"connected\":%s,\"published\":%llu,\"received\":%llu,"
+                    "\"dropped\":%llu,\"invalid\":%llu,\"unknown_dispatcher\":%llu,"
+                    "\"reconnects\":%llu}",
+                    redis.connected ? "true" : "false", (unsigned long long)redis.published,
+                    (unsigned long long)redis.received, (unsigned long long)redis.dropped,
+                    (unsigned long long)redis.invalid, (unsigned long long)redis.unknown_dispatcher,
+                    (unsigned long long)redis.reconnects);
+  }
+  if (config->presence) {
+    hark_tracker_stats t;
+    hark_tracker_get_stats(hark_presence_tracker(config->presence), &t);
+    hark_buf_printf(out,
+                    ",\"tracker\":{\"heartbeats_sent\":%llu,\"heartbeats_received\":%llu,"
+                    "\"transfers_requested\":%llu,\"transfers_sent_delta\":%llu,"
+                    "\"transfers_sent_full\":%llu,\"bytes_sent\":%llu,\"bytes_received\":%llu,"
+                    "\"invalid_messages\":%llu,\"replicas_down\":%llu,\"replicas_permdown\":%llu}",
+                    (unsigned long long)t.heartbeats_sent, (unsigned long long)t.heartbeats_received,
+                    (unsigned long long)t.transfers_requested,
+                    (unsigned long long)t.transfers_sent_delta,
+                    (unsigned long long)t.transfers_sent_full, (unsigned long long)t.bytes_sent,
+                    (unsigned long long)t.bytes_received, (unsigned long long)t.invalid_messages,
+                    (unsigned long long)t.replicas_down, (unsigned long long)t.replicas_permdown);
+  }
+}
+
+/* GET /api/cluster: this node, its Redis link, and the replicas it knows
+ * with their status and when each was last heard from. */
+static void handle_cluster(hark_conn *conn) {
+  const hark_server_config *config = &conn->server->config;
+  const char *node = config->node_name ? config->node_name : "";
+  hark_buf out = {0};
+  hark_buf_append_str(&out, "{\"node\":");
+  hark_json_append_string(&out, node, strlen(node));
+  hark_buf_printf(&out, ",\"cluster\":%s", config->cluster_adapter_ctx ? "\"redis\"" : "null");
+  append_cluster_counters(&out, config);
+
+  hark_buf_append_str(&out, ",\"replicas\":[");
+  if (config->presence)
+    hark_tracker_replicas(hark_presence_tracker(config->presence), append_replica, &out);
+  int rc = hark_buf_append_str(&out, "]}");
+
+  if (rc == 0) hark_http_respond(conn, 200, "application/json", out.data, out.len, NULL);
+  else hark_http_respond_error(conn, 503, "out of memory", NULL);
+  hark_buf_free(&out);
+}
+
 static const char *content_type_for(const char *name) {
   const char *dot = strrchr(name, '.');
   if (!dot) return "application/octet-stream";
@@ -179,7 +244,29 @@ static void serve_static(hark_conn *conn, const char *path, size_t len) {
   send_file(conn, file);
 }
 
+/* Paths under /api/ need "Authorization: Bearer KEY" when an API key is
+ * configured. Returns 1 when the request may go on; otherwise answers 401
+ * and returns 0. Neither the key nor the header is logged. */
+static int api_key_accepted(hark_conn *conn, const char *path, size_t len) {
+  const hark_security_config *security = conn->server->config.security;
+  if (len < 5 || memcmp(path, "/api/", 5) != 0 || !security || !security->api_key) return 1;
+
+  size_t header_len;
+  const char *header = hark_http_header_get(conn->request, "authorization", &header_len);
+  const char *reason = "missing API key";
+  if (header && header_len > 7 && strncasecmp(header, "Bearer ", 7) == 0) {
+    if (hark_api_key_matches(security, header + 7, header_len - 7)) return 1;
+    reason = "wrong API key";
+  }
+  HARK_CLIENT_WARN(conn->server, "api_request_rejected", "conn=%llu peer=%s status=401 reason=\"%s\"",
+                   (unsigned long long)conn->id, conn->peer, reason);
+  hark_http_respond_error(conn, 401, "missing or wrong API key: send Authorization: Bearer KEY",
+                          "WWW-Authenticate: Bearer\r\n");
+  return 0;
+}
+
 int hark_api_route(hark_conn *conn, int method, const char *path, size_t len) {
+  if (!api_key_accepted(conn, path, len)) return 1;
   if (path_is(path, len, "/healthz")) {
     if (method_allowed(conn, method, HTTP_GET, "Allow: GET, HEAD\r\n")) {
       static const char ok[] = "{\"status\":\"ok\"}";
@@ -190,6 +277,11 @@ int hark_api_route(hark_conn *conn, int method, const char *path, size_t len) {
 
   if (path_is(path, len, "/api/broadcast")) {
     if (method_allowed(conn, method, HTTP_POST, "Allow: POST\r\n")) handle_broadcast(conn);
+    return 1;
+  }
+
+  if (path_is(path, len, "/api/cluster")) {
+    if (method_allowed(conn, method, HTTP_GET, "Allow: GET, HEAD\r\n")) handle_cluster(conn);
     return 1;
   }
 

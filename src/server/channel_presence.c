@@ -1,8 +1,10 @@
 /* Presence on channels: a socket that joins a presence topic is tracked
- * under its user_id connect param (or an id made up for the connection),
- * with the meta {"online_at": <unix ms>} plus the "meta" object of its join
- * payload. */
+ * under the sub claim of its token, or in open mode under its user_id
+ * connect param, or else under an id made up for the connection. Its meta is
+ * {"online_at": <unix ms>}, plus the presence claim of its token, plus the
+ * "meta" object of its join payload, in that order of precedence. */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,12 +13,15 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/utf8.h"
+#include "server/config.h"
 #include "server/conn.h"
 
 #define MAX_USER_ID_BYTES 256
 
-int hark_channel_presence_enabled(const hark_server *server, const char *topic, size_t topic_len) {
+int hark_channel_presence_enabled(const hark_server *server, const hark_topic_rule *rule,
+                                  const char *topic, size_t topic_len) {
   if (!server->config.presence) return 0;
+  if (rule && rule->presence >= 0) return rule->presence;
   for (size_t i = 0; i < server->config.presence_pattern_count; i++)
     if (hark_glob_match(server->config.presence_patterns[i], topic, topic_len)) return 1;
   return 0;
@@ -45,8 +50,17 @@ static const char *anonymous_key(hark_conn *conn) {
   return conn->anonymous_key;
 }
 
+/* Once tokens are configured, a user_id param is no proof of identity, so
+ * only the token's sub names a socket; without sub the socket is anonymous. */
 static int choose_key(hark_conn *conn, hark_buf *key, const char **reason) {
-  int found = conn->params ? hark_query_get(conn->params, conn->params_len, "user_id", key) : 0;
+  const char *sub = conn->claims ? hark_jwt_claims_sub(conn->claims) : NULL;
+  if (sub) return hark_buf_append_str(key, sub) == 0 ? 0 : -1;
+
+  const hark_security_config *security = conn->server->config.security;
+  int tokens_configured = security && security->verifier;
+  int found = conn->params && !tokens_configured
+                  ? hark_query_get(conn->params, conn->params_len, "user_id", key)
+                  : 0;
   if (found < 0) {
     *reason = "out of memory";
     return -1;
@@ -62,27 +76,55 @@ static int choose_key(hark_conn *conn, hark_buf *key, const char **reason) {
   return hark_buf_append_str(key, anonymous_key(conn)) == 0 ? 0 : -1;
 }
 
-/* Builds {"online_at": online_at, ...client meta} as compact JSON text. The
- * client's meta is the "meta" member of `payload`; it must be an object of
- * at most HARK_MAX_CLIENT_META_BYTES. The server's online_at wins over one in
- * the client's meta. */
-static char *build_meta(uint64_t online_at, const char *payload, size_t payload_len,
-                        int meta_required, const char **reason) {
-  const char *value = NULL;
-  size_t value_len = 0;
-  int found = payload_len ? hark_json_object_get(payload, payload_len, "meta", &value, &value_len) : 0;
+/* The meta settings of a topic: its rule's, or the defaults. */
+static void meta_limits(const hark_topic_rule *rule, int *client_meta, size_t *max_bytes) {
+  *client_meta = rule ? rule->client_meta : 1;
+  *max_bytes = rule ? rule->max_meta_bytes : HARK_MAX_CLIENT_META_BYTES;
+}
+
+/* Finds the client's meta, the "meta" member of `payload`, and checks it
+ * against the topic's rule. Returns 1 with the meta, 0 when there is none,
+ * or -1 with *reason set. */
+static int find_client_meta(const hark_topic_rule *rule, const char *payload, size_t payload_len,
+                            int meta_required, const char **value, size_t *value_len,
+                            const char **reason) {
+  static char too_large[64];
+  int client_meta;
+  size_t max_bytes;
+  meta_limits(rule, &client_meta, &max_bytes);
+
+  int found = payload_len ? hark_json_object_get(payload, payload_len, "meta", value, value_len) : 0;
+  if (found == 1 && !client_meta) {
+    *reason = "client meta is not allowed on this topic";
+    return -1;
+  }
   if (found <= 0 && meta_required) {
     *reason = "payload must be an object with a \"meta\" object";
-    return NULL;
+    return -1;
   }
-  if (found == 1 && value[0] != '{') {
+  if (found == 1 && (*value)[0] != '{') {
     *reason = "meta must be a JSON object";
-    return NULL;
+    return -1;
   }
-  if (found == 1 && value_len > HARK_MAX_CLIENT_META_BYTES) {
-    *reason = "meta is larger than 4096 bytes";
-    return NULL;
+  if (found == 1 && *value_len > max_bytes) {
+    /* One loop thread serves every socket, so one buffer is enough. */
+    snprintf(too_large, sizeof too_large, "meta is larger than %zu bytes", max_bytes);
+    *reason = too_large;
+    return -1;
   }
+  return found == 1;
+}
+
+/* Builds {"online_at": online_at, ...presence claim, ...client meta} as
+ * compact JSON text. Earlier members win: the server's online_at over
+ * everything, and the meta the backend signed over the client's. */
+static char *build_meta(uint64_t online_at, const json_t *claims, const hark_topic_rule *rule,
+                        const char *payload, size_t payload_len, int meta_required,
+                        const char **reason) {
+  const char *value = NULL;
+  size_t value_len = 0;
+  int found = find_client_meta(rule, payload, payload_len, meta_required, &value, &value_len, reason);
+  if (found < 0) return NULL;
 
   /* jansson stores integers in 64 bits and rejects "\u0000" in keys, so
    * such a meta is rejected rather than silently changed. */
@@ -96,6 +138,8 @@ static char *build_meta(uint64_t online_at, const char *payload, size_t payload_
   }
   json_t *meta = json_object();
   json_object_set_new(meta, "online_at", json_integer((json_int_t)online_at));
+  json_t *vouched = claims ? hark_jwt_claims_presence(claims) : NULL;
+  if (vouched) json_object_update_missing(meta, vouched);
   if (client) json_object_update_missing(meta, client);
   json_decref(client);
   char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -104,14 +148,14 @@ static char *build_meta(uint64_t online_at, const char *payload, size_t payload_
   return text;
 }
 
-int hark_channel_presence_prepare(hark_conn *conn, const char *payload, size_t payload_len,
-                                  hark_presence_join *join, const char **reason) {
+int hark_channel_presence_prepare(hark_conn *conn, const hark_topic_rule *rule, const char *payload,
+                                  size_t payload_len, hark_presence_join *join, const char **reason) {
   memset(join, 0, sizeof *join);
   if (choose_key(conn, &join->key, reason) != 0) {
     hark_buf_free(&join->key);
     return -1;
   }
-  join->meta = build_meta(unix_ms(), payload, payload_len, 0, reason);
+  join->meta = build_meta(unix_ms(), conn->claims, rule, payload, payload_len, 0, reason);
   if (!join->meta) {
     hark_buf_free(&join->key);
     return -1;
@@ -158,7 +202,7 @@ const char *hark_channel_presence_update(hark_channel *ch, const char *payload, 
   if (!ch->presence_key) return "presence is not enabled for this topic";
 
   const char *reason = NULL;
-  char *meta = build_meta(ch->online_at, payload, payload_len, 1, &reason);
+  char *meta = build_meta(ch->online_at, ch->conn->claims, ch->rule, payload, payload_len, 1, &reason);
   if (!meta) return reason;
   int rc = hark_presence_update(ch->conn->server->config.presence, &ch->sub, ch->topic,
                                 ch->topic_len, ch->presence_key, ch->presence_key_len, meta,

@@ -1,10 +1,14 @@
 /* Phoenix Channels over a WebSocket: routing of each client message, joins
  * and leaves, and the fastlane dispatcher that encodes a broadcast once per
  * serializer and writes the same bytes to every subscribed socket. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "base/json.h"
 #include "base/log.h"
+#include "server/config.h"
 #include "server/conn.h"
 
 static const hark_span null_token = {"null", 4};
@@ -128,6 +132,63 @@ static void log_topic_event(const char *what, hark_conn *conn, hark_span topic, 
             conn->peer, quoted, detail);
 }
 
+/* Verifies the "channel_token" string of a join payload, which grants this
+ * one topic, and reports whether its publish claim covers the topic too.
+ * Returns 1 when there is no such token (nothing to verify), 0 when it is
+ * valid, -1 with *reason set when it is not. */
+static int check_channel_token(hark_conn *conn, const hark_channel_msg *msg, int *valid,
+                               int *publish_granted, const char **reason) {
+  const hark_security_config *security = conn->server->config.security;
+  const char *value;
+  size_t value_len;
+  if (msg->binary || !security->verifier ||
+      hark_json_object_get(msg->payload.ptr, msg->payload.len, "channel_token", &value, &value_len) != 1)
+    return 1;
+
+  hark_buf token = {0};
+  if (value[0] != '"' || hark_json_decode_string(value, value_len, &token) != 0) {
+    hark_buf_free(&token);
+    *reason = "channel_token is not a string";
+    return -1;
+  }
+  json_t *claims = NULL;
+  const char *sub = conn->claims ? hark_jwt_claims_sub(conn->claims) : NULL;
+  int rc = hark_jwt_verify_channel(security->verifier, token.data ? token.data : "", token.len,
+                                   (int64_t)time(NULL), msg->topic.ptr, msg->topic.len, sub, &claims,
+                                   reason);
+  hark_buf_free(&token);
+  if (rc != 0) return -1;
+
+  *valid = 1;
+  *publish_granted = hark_jwt_globs_match(hark_jwt_claims_publish(claims), msg->topic.ptr, msg->topic.len);
+  json_decref(claims);
+  return 0;
+}
+
+/* Applies the topic policy of the server's security config to a join.
+ * Returns 0 with the topic's rule, or -1 with the reason to log. The client
+ * gets only "unauthorized". */
+static int authorize_join(hark_conn *conn, const hark_channel_msg *msg, const hark_topic_rule **rule,
+                          int *publish_granted, const char **reason) {
+  const hark_security_config *security = conn->server->config.security;
+  *rule = hark_topic_policy_find(&security->topics, msg->topic.ptr, msg->topic.len);
+  if (!*rule) {
+    *reason = "no topic policy matches the topic";
+    return -1;
+  }
+
+  /* A channel token that is present must be valid, even where the
+   * connection token alone would do, so a forged one is always noticed. */
+  int channel_token_valid = 0;
+  if (check_channel_token(conn, msg, &channel_token_valid, publish_granted, reason) < 0) return -1;
+
+  if (!hark_policy_may_join(*rule, conn->claims, msg->topic.ptr, msg->topic.len, channel_token_valid)) {
+    *reason = conn->claims ? "the token does not grant this topic" : "the topic needs a token";
+    return -1;
+  }
+  return 0;
+}
+
 /* phx_join. A join on a topic that already has a channel replaces it: the
  * new join is answered first, then the old channel gets phx_close with its
  * own join_ref, so the client can tell the two apart. */
@@ -154,10 +215,19 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
     return;
   }
 
+  const hark_topic_rule *rule = NULL;
+  int publish_granted = 0;
+  if (conn->server->config.security &&
+      authorize_join(conn, msg, &rule, &publish_granted, &reason) != 0) {
+    log_topic_event("join_rejected", conn, msg->topic, reason);
+    send_error(conn, join_ref, msg->ref, msg->topic, "unauthorized");
+    return;
+  }
+
   hark_presence_join presence_join = {0};
-  int with_presence = hark_channel_presence_enabled(conn->server, msg->topic.ptr, msg->topic.len);
+  int with_presence = hark_channel_presence_enabled(conn->server, rule, msg->topic.ptr, msg->topic.len);
   if (with_presence &&
-      hark_channel_presence_prepare(conn, msg->payload.ptr, msg->payload.len, &presence_join,
+      hark_channel_presence_prepare(conn, rule, msg->payload.ptr, msg->payload.len, &presence_join,
                                     &reason) != 0) {
     log_topic_event("join_rejected", conn, msg->topic, reason);
     send_error(conn, join_ref, msg->ref, msg->topic, reason);
@@ -178,6 +248,8 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
     HARK_ERROR("out_of_memory", "conn=%llu what=channel", (unsigned long long)conn->id);
     send_error(conn, join_ref, msg->ref, msg->topic, "join failed");
   } else {
+    ch->rule = rule;
+    ch->publish_granted = publish_granted;
     send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
   }
 
@@ -218,6 +290,14 @@ static void handle_publish(hark_conn *conn, hark_channel *ch, const hark_channel
     return;
   }
 
+  if (conn->server->config.security &&
+      !hark_policy_may_publish(ch->rule, conn->claims, ch->topic, ch->topic_len, ch->publish_granted)) {
+    log_topic_event("publish_rejected", conn, msg->topic,
+                    conn->claims ? "the token does not grant publishing here" : "publishing here needs a token");
+    send_error(conn, join_ref, msg->ref, msg->topic, "unauthorized");
+    return;
+  }
+
   const hark_channel_policy *policy = &conn->server->config.policy;
   const char *reason = "unauthorized";
   hark_socket_info info = socket_info(conn);
@@ -241,11 +321,34 @@ static void handle_publish(hark_conn *conn, hark_channel *ch, const hark_channel
   send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
 }
 
+/* Rejects a topic or event longer than the server's limits with an error
+ * reply. Returns 0 when both fit. */
+static int check_lengths(hark_conn *conn, const hark_channel_msg *msg, int is_join) {
+  const hark_server_config *config = &conn->server->config;
+  size_t max_topic = config->max_topic_bytes;
+  size_t max_event = config->max_event_bytes;
+  char reason[64];
+  if (msg->topic.len > max_topic)
+    snprintf(reason, sizeof reason, "topic is longer than %zu bytes", max_topic);
+  else if (msg->event.len > max_event)
+    snprintf(reason, sizeof reason, "event is longer than %zu bytes", max_event);
+  else
+    return 0;
+
+  HARK_CLIENT_INFO(conn->server, "message_rejected", "conn=%llu peer=%s topic_bytes=%zu event_bytes=%zu reason=\"%s\"",
+                   (unsigned long long)conn->id, conn->peer, msg->topic.len, msg->event.len, reason);
+  /* A join's reply carries the join's ref as its join_ref, as in handle_join. */
+  hark_span join_ref = is_join && is_null(msg->join_ref) ? msg->ref : msg->join_ref;
+  send_error(conn, join_ref, msg->ref, msg->topic, reason);
+  return -1;
+}
+
 /* Routes one decoded message, following the order in which the Phoenix
  * socket layer checks the cases. */
 static void route(hark_conn *conn, const hark_channel_msg *msg) {
   int is_join = span_eq(msg->event, "phx_join");
   int is_leave = span_eq(msg->event, "phx_leave");
+  if (check_lengths(conn, msg, is_join) != 0) return;
 
   if (span_eq(msg->topic, "phoenix") && span_eq(msg->event, "heartbeat")) {
     send_reply(conn, null_token, msg->ref, msg->topic, "ok", empty_object);
@@ -287,8 +390,12 @@ void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t le
   route(conn, &msg);
 }
 
+/* Runs on every close path (hark_conn_finish and hark_conn_abort), after
+ * which no message of the socket is handled, so its claims go too. */
 void hark_channels_leave_all(hark_conn *conn) {
   while (conn->channels) channel_remove(conn, conn->channels);
+  json_decref(conn->claims);
+  conn->claims = NULL;
 }
 
 /* Encodes one broadcast for one kind of socket. kind 0: V1 text, 1: V2 text,

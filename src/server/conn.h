@@ -12,6 +12,8 @@
 #include "hark/pubsub.h"
 #include "server/channel_codec.h"
 #include "server/ip_table.h"
+#include "server/policy.h"
+#include "server/ratelimit.h"
 #include "server/server.h"
 #include "server/ws_frame.h"
 
@@ -84,6 +86,10 @@ typedef struct hark_conn {
   size_t params_len;
   hark_channel *channels;                /* doubly linked list of joined channels */
   unsigned channel_count;
+  /* The verified claims of the connection token (owned, freed by
+   * hark_channels_leave_all), or NULL for a socket without a token. */
+  json_t *claims;
+  hark_token_bucket rate;                /* messages the socket may still send */
 
   /* Output: frames waiting to be written, and frames handed to uv_write. */
   hark_shared_bytes **pending;
@@ -110,6 +116,11 @@ struct hark_channel {
   char *presence_key;
   size_t presence_key_len;
   uint64_t online_at;
+  /* The topic's policy rule (owned by the server's security config), or
+   * NULL when the server has none, and whether the channel token of the
+   * join allows publishing here. */
+  const hark_topic_rule *rule;
+  int publish_granted;
   char *join_ref;               /* JSON token, owned */
   size_t join_ref_len;
   size_t topic_len;
@@ -214,10 +225,14 @@ typedef struct hark_presence_join {
   char *meta;         /* JSON text, malloc'd by jansson */
 } hark_presence_join;
 
-int hark_channel_presence_enabled(const hark_server *server, const char *topic, size_t topic_len);
-/* Returns 0, or -1 with *reason set when the join must be rejected. */
-int hark_channel_presence_prepare(hark_conn *conn, const char *payload, size_t payload_len,
-                                  hark_presence_join *join, const char **reason);
+/* `rule` (NULL: none) may turn presence on or off for its topics, ahead of
+ * the --presence patterns. */
+int hark_channel_presence_enabled(const hark_server *server, const hark_topic_rule *rule,
+                                  const char *topic, size_t topic_len);
+/* Returns 0, or -1 with *reason set when the join must be rejected. `rule`
+ * (NULL: the defaults) says whether the client may send meta, and how much. */
+int hark_channel_presence_prepare(hark_conn *conn, const hark_topic_rule *rule, const char *payload,
+                                  size_t payload_len, hark_presence_join *join, const char **reason);
 /* Pushes presence_state to the channel, then tracks it. Frees `join`. */
 void hark_channel_presence_start(hark_channel *ch, hark_presence_join *join);
 void hark_channel_presence_discard(hark_presence_join *join);

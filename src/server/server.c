@@ -30,6 +30,9 @@ void hark_server_config_defaults(hark_server_config *config) {
   config->max_connections = 100000;
   config->max_connections_per_ip = 1000;
   config->handshake_timeout_ms = 10000;
+  config->max_messages_per_second = HARK_DEFAULT_MAX_MESSAGES_PER_SECOND;
+  config->max_topic_bytes = HARK_DEFAULT_MAX_TOPIC_BYTES;
+  config->max_event_bytes = HARK_DEFAULT_MAX_EVENT_BYTES;
 }
 
 uint64_t hark_now_ms(const hark_server *server) { return uv_now(server->loop); }

@@ -12,6 +12,7 @@
 #include "hark/pubsub.h"
 
 typedef struct hark_server hark_server;
+typedef struct hark_security_config hark_security_config;
 
 /* What the server knows about a socket when it asks the policy. */
 typedef struct hark_socket_info {
@@ -66,13 +67,30 @@ typedef struct hark_server_config {
    * ctx, or NULL on a single node. */
   const char *node_name;
   void *cluster_adapter_ctx;
+  /* Tokens, topic policies, the API key and the origin check
+   * (server/config.h), not owned; NULL allows everyone everything, as an
+   * empty config file does. */
+  const hark_security_config *security;
+  /* Per-socket limits; 0 means the HARK_DEFAULT_ value below. A socket may
+   * send a burst of twice max_messages_per_second messages. */
+  unsigned max_messages_per_second;
+  size_t max_topic_bytes;
+  size_t max_event_bytes;
 } hark_server_config;
+
+/* WebSocket data messages one socket may send per second on average; the
+ * next one over the limit gets close code 1008. */
+#define HARK_DEFAULT_MAX_MESSAGES_PER_SECOND 100
+/* 255 bytes is the most a V2 binary frame can carry for a topic or event. */
+#define HARK_DEFAULT_MAX_TOPIC_BYTES 255
+#define HARK_DEFAULT_MAX_EVENT_BYTES 255
 
 /* The name under which the server registers its channel fastlane dispatcher;
  * presence diffs use it to reach sockets. */
 #define HARK_CHANNELS_DISPATCHER "hark.channels.fastlane"
 
-/* The largest meta object a client may send in a join or presence_update. */
+/* The largest meta object a client may send in a join or presence_update,
+ * unless a topic policy sets its own max_meta_bytes. */
 #define HARK_MAX_CLIENT_META_BYTES 4096
 
 /* Fills `config` with the documented defaults. */

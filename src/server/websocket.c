@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/log.h"
+#include "server/config.h"
 #include "server/conn.h"
 
 /* Input buffers larger than this are freed once empty. */
@@ -23,6 +25,61 @@ static int header_has_token(const char *value, size_t len, const char *token) {
     size_t end = pos;
     while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t')) end--;
     if (end - start == token_len && strncasecmp(value + start, token, token_len) == 0) return 1;
+  }
+  return 0;
+}
+
+/* phoenix.js sends its authToken as the subprotocol
+ * "base64url.bearer.phx.<token in standard base64, '=' removed>": btoa's
+ * alphabet, despite the name. */
+#define AUTH_TOKEN_PREFIX "base64url.bearer.phx."
+
+static int base64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+/* Decodes unpadded standard base64 into `out`. Returns 0, or -1 for a byte
+ * outside the alphabet, a length that no encoding has, or a result longer
+ * than a token may be. */
+static int decode_base64(const char *text, size_t len, hark_buf *out) {
+  while (len > 0 && text[len - 1] == '=') len--;
+  if (len % 4 == 1 || len / 4 * 3 > HARK_JWT_MAX_TOKEN_BYTES) return -1;
+  uint32_t bits = 0;
+  int bit_count = 0;
+  for (size_t i = 0; i < len; i++) {
+    int value = base64_value(text[i]);
+    if (value < 0) return -1;
+    bits = (bits << 6) | (uint32_t)value;
+    bit_count += 6;
+    if (bit_count >= 8) {
+      bit_count -= 8;
+      if (hark_buf_append_byte(out, (char)((bits >> bit_count) & 0xff)) != 0) return -1;
+    }
+  }
+  return 0;
+}
+
+/* Finds the auth token entry in a Sec-WebSocket-Protocol value. Returns 1
+ * and the entry's base64 part, or 0 when there is none. */
+static int find_auth_subprotocol(const char *value, size_t len, const char **b64, size_t *b64_len) {
+  size_t prefix_len = strlen(AUTH_TOKEN_PREFIX);
+  size_t pos = 0;
+  while (pos < len) {
+    while (pos < len && (value[pos] == ' ' || value[pos] == '\t' || value[pos] == ',')) pos++;
+    size_t start = pos;
+    while (pos < len && value[pos] != ',') pos++;
+    size_t end = pos;
+    while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t')) end--;
+    if (end - start >= prefix_len && memcmp(value + start, AUTH_TOKEN_PREFIX, prefix_len) == 0) {
+      *b64 = value + start + prefix_len;
+      *b64_len = end - start - prefix_len;
+      return 1;
+    }
   }
   return 0;
 }
@@ -96,6 +153,76 @@ static int negotiate_serializer(hark_conn *conn, const char *query, size_t query
   return rc != 0 || found < 0 ? -1 : 0;
 }
 
+/* check_origin: a browser page of another site must not open a socket
+ * that carries its user's credentials. Sends 403 and returns -1 when the
+ * Origin header is not allowed. */
+static int check_origin(hark_conn *conn, const hark_security_config *security) {
+  size_t origin_len, host_len = 0;
+  const char *origin = hark_http_header_get(conn->request, "origin", &origin_len);
+  const char *host = security->host;
+  if (host) {
+    host_len = strlen(host);
+  } else {
+    size_t header_len;
+    const char *header = hark_http_header_get(conn->request, "host", &header_len);
+    if (header) host = hark_origin_host_of(header, header_len, &host_len);
+  }
+  if (hark_origin_allowed(&security->origin, origin, origin_len, host, host_len)) return 0;
+
+  char quoted[160];
+  hark_log_quote(quoted, sizeof quoted, origin, origin_len);
+  HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=403 reason=\"origin not allowed\" origin=%s",
+                   (unsigned long long)conn->id, conn->peer, quoted);
+  conn->close_after_response = 1;
+  hark_http_respond_error(conn, 403, "origin not allowed", NULL);
+  return -1;
+}
+
+/* Reads the connection token: the authToken subprotocol, or else the
+ * "token" connect param. Returns 1 with the token in `token`, 0 when there
+ * is none, -1 when the subprotocol entry is not valid base64. */
+static int read_token(hark_conn *conn, const char *query, size_t query_len, hark_buf *token) {
+  size_t len;
+  const char *b64;
+  size_t b64_len;
+  const char *protocols = hark_http_header_get(conn->request, "sec-websocket-protocol", &len);
+  if (protocols && find_auth_subprotocol(protocols, len, &b64, &b64_len))
+    return decode_base64(b64, b64_len, token) == 0 ? 1 : -1;
+  int found = query ? hark_query_get(query, query_len, "token", token) : 0;
+  return found == 1 && token->len > 0 ? 1 : (found < 0 ? -1 : 0);
+}
+
+/* Verifies the connection token, when tokens are configured, and keeps its
+ * claims on the connection. A socket without a token is anonymous; a socket
+ * with a bad one is rejected with 403. The token itself is never logged.
+ * Returns 0, or -1 after sending the 403 response. */
+static int authenticate(hark_conn *conn, const hark_security_config *security, const char *query,
+                        size_t query_len) {
+  hark_buf token = {0};
+  int found = read_token(conn, query, query_len, &token);
+  const char *reason = "the token is not valid base64";
+  int rc = found < 0 ? -1 : 0;
+  if (found == 1 && security->verifier)
+    rc = hark_jwt_verify_connection(security->verifier, token.data, token.len, (int64_t)time(NULL),
+                                    &conn->claims, &reason);
+  hark_buf_free(&token);
+  if (rc == 0) return 0;
+
+  HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=403 reason=\"invalid token\" error=\"%s\"",
+                   (unsigned long long)conn->id, conn->peer, reason);
+  conn->close_after_response = 1;
+  char message[160];
+  snprintf(message, sizeof message, "invalid token: %s", reason);
+  hark_http_respond_error(conn, 403, message, NULL);
+  return -1;
+}
+
+static void start_rate_limit(hark_conn *conn) {
+  unsigned rate = conn->server->config.max_messages_per_second;
+  uint32_t burst = rate > UINT32_MAX / 2 ? UINT32_MAX : 2 * rate;
+  hark_token_bucket_init(&conn->rate, rate, burst, hark_now_ms(conn->server));
+}
+
 void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const char *query,
                      size_t query_len, char *rest, size_t rest_len) {
   (void)path;
@@ -104,6 +231,9 @@ void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const c
   int echo_phoenix;
   if (check_handshake(conn, accept, &echo_phoenix) != 0) return;
   if (negotiate_serializer(conn, query, query_len) != 0) return;
+  const hark_security_config *security = conn->server->config.security;
+  if (security && check_origin(conn, security) != 0) return;
+  if (security && authenticate(conn, security, query, query_len) != 0) return;
 
   char response[256];
   int n = snprintf(response, sizeof response,
@@ -128,6 +258,7 @@ void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const c
   hark_http_free(conn);
   conn->state = HARK_CONN_WS;
   hark_ws_parser_init(&conn->ws, conn->server->config.max_message_bytes);
+  start_rate_limit(conn);
   HARK_DEBUG("websocket_opened", "conn=%llu peer=%s serializer=V%d", (unsigned long long)conn->id,
              conn->peer, (int)conn->serializer);
   if (rest_len > 0) hark_ws_on_data(conn, rest, rest_len);
@@ -147,7 +278,20 @@ static void send_control(hark_conn *conn, int opcode, const char *data, size_t l
   hark_buf_free(&frame);
 }
 
+/* Returns 1 when the socket may send another message now; otherwise closes
+ * it with 1008 and returns 0. */
+static int within_rate(hark_conn *conn) {
+  if (hark_token_bucket_take(&conn->rate, hark_now_ms(conn->server))) return 1;
+  HARK_CLIENT_WARN(conn->server, "rate_limit_exceeded", "conn=%llu peer=%s limit_per_s=%llu close_code=1008",
+                   (unsigned long long)conn->id, conn->peer, (unsigned long long)conn->rate.rate_per_s);
+  hark_ws_close(conn, HARK_WS_CLOSE_POLICY, "message rate limit exceeded");
+  return 0;
+}
+
 static void handle_event(hark_conn *conn, const hark_ws_event *event) {
+  /* Only data messages count. A ping flood costs pongs, which the output
+   * limit bounds, as it bounds any reader that does not read. */
+  if (event->kind == HARK_WS_EVENT_MESSAGE && !within_rate(conn)) return;
   switch (event->kind) {
     case HARK_WS_EVENT_MESSAGE:
       hark_channels_on_message(conn, event->opcode == HARK_WS_OP_BINARY, event->data, event->len);
