@@ -9,11 +9,8 @@
  * (the replica a message may speak for; it cannot speak for "b" itself,
  * whose own state is the reference). Sanitizers report crashes and leaks.
  *
- * Build with clang and -fsanitize=fuzzer,address,undefined from the
- * repository root, compiling this file with every .c file of src/tracker,
- * src/base and src/pubsub (-I src -I include, -std=c17,
- * -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE, linked with -ljansson -luv
- * -lhiredis), then run it on fuzz/corpus/crdt. */
+ * scripts/fuzz.sh builds it with clang and runs it from the seeds in
+ * fuzz/corpus/crdt_merge. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
