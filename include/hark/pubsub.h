@@ -29,8 +29,9 @@ typedef struct hark_pubsub hark_pubsub;
 typedef struct hark_subscriber hark_subscriber;
 
 /* A message: an event name and a payload, both byte strings that need not be
- * NUL-terminated. The pubsub layer never interprets them. `binary` is set when
- * the payload is raw bytes rather than JSON text. The bytes are borrowed for
+ * NUL-terminated. `binary` is set when the payload is raw bytes; otherwise it
+ * is JSON text. The local registry never interprets either, but the Redis
+ * adapter drops a text payload from another node that is not valid JSON. The bytes are borrowed for
  * the duration of the call that receives the message. */
 typedef struct hark_message {
   const char *event;

@@ -97,6 +97,17 @@ static int create_pubsub(harkd *d) {
   return 0;
 }
 
+/* An idle node heartbeats every max_silent_periods + 1 periods; a down
+ * period shorter than that marks idle peers down between heartbeats. */
+static void warn_about_flapping(const hark_tracker_replication_options *r) {
+  uint64_t idle_interval = r->broadcast_period_ms * (r->max_silent_periods + 1);
+  if (r->down_period_ms <= idle_interval)
+    HARK_WARN("replication_settings", "down_period_ms=%llu idle_heartbeat_ms=%llu "
+              "hint=\"idle peers will be marked down between heartbeats; raise --down-period-ms "
+              "or lower --max-silent-periods\"",
+              (unsigned long long)r->down_period_ms, (unsigned long long)idle_interval);
+}
+
 static int create_presence(harkd *d) {
   harkd_options *options = &d->options;
   if (options->presence_off) return 0;
@@ -106,6 +117,7 @@ static int create_presence(harkd *d) {
                                             .node_name = options->node_name,
                                             .pool_size = options->pool_size};
   int rc = hark_presence_create(&d->presence, &presence_options);
+  if (rc == 0 && options->cluster_url) warn_about_flapping(&options->replication);
   if (rc == 0 && options->cluster_url)
     rc = hark_tracker_replicate_over_pubsub(hark_presence_tracker(d->presence), d->pubsub,
                                             PRESENCE_TRACKER_NAME, &options->replication);
