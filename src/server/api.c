@@ -66,6 +66,15 @@ static void handle_broadcast(hark_conn *conn) {
   hark_buf topic = {0}, event = {0};
   if (body_string(conn, "topic", &topic) != 0 || body_string(conn, "event", &event) != 0)
     goto done;
+  const hark_server_config *config = &conn->server->config;
+  if (topic.len > config->max_topic_bytes || event.len > config->max_event_bytes) {
+    char message[96];
+    snprintf(message, sizeof message, "field \"%s\" is longer than %zu bytes",
+             topic.len > config->max_topic_bytes ? "topic" : "event",
+             topic.len > config->max_topic_bytes ? config->max_topic_bytes : config->max_event_bytes);
+    reply_bad_request(conn, message);
+    goto done;
+  }
   if (event.len >= 4 && memcmp(event.data, "phx_", 4) == 0) {
     reply_bad_request(conn, "field \"event\" must not start with phx_: those events are reserved");
     goto done;
@@ -247,7 +256,7 @@ static void serve_static(hark_conn *conn, const char *path, size_t len) {
 /* Paths under /api/ need "Authorization: Bearer KEY" when an API key is
  * configured. Returns 1 when the request may go on; otherwise answers 401
  * and returns 0. Neither the key nor the header is logged. */
-static int api_key_accepted(hark_conn *conn, const char *path, size_t len) {
+int hark_api_key_accepted(hark_conn *conn, const char *path, size_t len) {
   const hark_security_config *security = conn->server->config.security;
   if (len < 5 || memcmp(path, "/api/", 5) != 0 || !security || !security->api_key) return 1;
 
@@ -266,7 +275,7 @@ static int api_key_accepted(hark_conn *conn, const char *path, size_t len) {
 }
 
 int hark_api_route(hark_conn *conn, int method, const char *path, size_t len) {
-  if (!api_key_accepted(conn, path, len)) return 1;
+  if (!hark_api_key_accepted(conn, path, len)) return 1;
   if (path_is(path, len, "/healthz")) {
     if (method_allowed(conn, method, HTTP_GET, "Allow: GET, HEAD\r\n")) {
       static const char ok[] = "{\"status\":\"ok\"}";

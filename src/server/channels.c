@@ -189,18 +189,24 @@ static int authorize_join(hark_conn *conn, const hark_channel_msg *msg, const ha
   return 0;
 }
 
-/* phx_join. A join on a topic that already has a channel replaces it: the
- * new join is answered first, then the old channel gets phx_close with its
- * own join_ref, so the client can tell the two apart. */
-static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
-  hark_channel *existing = find_channel(conn, msg->topic);
-  /* V1 clients may send no join_ref; the join's ref then identifies it. */
-  hark_span join_ref = is_null(msg->join_ref) ? msg->ref : msg->join_ref;
+/* Answers a join with an error, logging `why`, then closes the channel the
+ * join replaced, if any. */
+static void reject_join(hark_conn *conn, const hark_channel_msg *msg, hark_span join_ref,
+                        const char *why, const char *reason, hark_span old_join_ref) {
+  log_topic_event("join_rejected", conn, msg->topic, why);
+  send_error(conn, join_ref, msg->ref, msg->topic, reason);
+  if (old_join_ref.ptr)
+    send_message(conn, old_join_ref, old_join_ref, msg->topic, "phx_close", empty_object);
+}
 
-  unsigned others = conn->channel_count - (existing ? 1 : 0);
-  if (others >= conn->server->config.max_channels) {
-    log_topic_event("join_rejected", conn, msg->topic, "too many channels joined");
-    send_error(conn, join_ref, msg->ref, msg->topic, "too many channels joined");
+/* Checks and makes a new channel for a join; `old_join_ref` names the
+ * channel it replaced (ptr NULL for none), which gets phx_close right after
+ * the reply. */
+static void join_channel(hark_conn *conn, const hark_channel_msg *msg, hark_span join_ref,
+                         hark_span old_join_ref) {
+  if (conn->channel_count >= conn->server->config.max_channels) {
+    reject_join(conn, msg, join_ref, "too many channels joined", "too many channels joined",
+                old_join_ref);
     return;
   }
 
@@ -210,8 +216,7 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
   if (policy->authorize_join &&
       policy->authorize_join(policy->ctx, &info, msg->topic.ptr, msg->topic.len, msg->payload.ptr,
                              msg->payload.len, &reason) != 0) {
-    log_topic_event("join_rejected", conn, msg->topic, reason);
-    send_error(conn, join_ref, msg->ref, msg->topic, reason);
+    reject_join(conn, msg, join_ref, reason, reason, old_join_ref);
     return;
   }
 
@@ -219,8 +224,7 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
   int publish_granted = 0;
   if (conn->server->config.security &&
       authorize_join(conn, msg, &rule, &publish_granted, &reason) != 0) {
-    log_topic_event("join_rejected", conn, msg->topic, reason);
-    send_error(conn, join_ref, msg->ref, msg->topic, "unauthorized");
+    reject_join(conn, msg, join_ref, reason, "unauthorized", old_join_ref);
     return;
   }
 
@@ -229,36 +233,47 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
   if (with_presence &&
       hark_channel_presence_prepare(conn, rule, msg->payload.ptr, msg->payload.len, &presence_join,
                                     &reason) != 0) {
-    log_topic_event("join_rejected", conn, msg->topic, reason);
-    send_error(conn, join_ref, msg->ref, msg->topic, reason);
+    reject_join(conn, msg, join_ref, reason, reason, old_join_ref);
     return;
-  }
-
-  hark_span old_join_ref = {0};
-  char *old_join_ref_copy = NULL;
-  if (existing) {
-    old_join_ref_copy = malloc(existing->join_ref_len);
-    if (old_join_ref_copy) memcpy(old_join_ref_copy, existing->join_ref, existing->join_ref_len);
-    old_join_ref = (hark_span){old_join_ref_copy, existing->join_ref_len};
-    channel_remove(conn, existing);
   }
 
   hark_channel *ch = channel_add(conn, msg->topic, join_ref);
   if (!ch) {
     HARK_ERROR("out_of_memory", "conn=%llu what=channel", (unsigned long long)conn->id);
-    send_error(conn, join_ref, msg->ref, msg->topic, "join failed");
-  } else {
-    ch->rule = rule;
-    ch->publish_granted = publish_granted;
-    send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
+    reject_join(conn, msg, join_ref, "out of memory", "join failed", old_join_ref);
+    if (with_presence) hark_channel_presence_discard(&presence_join);
+    return;
+  }
+  ch->rule = rule;
+  ch->publish_granted = publish_granted;
+  send_reply(conn, join_ref, msg->ref, msg->topic, "ok", empty_object);
+  if (old_join_ref.ptr)
+    send_message(conn, old_join_ref, old_join_ref, msg->topic, "phx_close", empty_object);
+  if (with_presence) hark_channel_presence_start(ch, &presence_join);
+}
+
+/* phx_join. A join on a topic that already has a channel ends that channel
+ * first, whether or not the new join succeeds, as Phoenix does. The new join
+ * is answered first, then the old channel gets phx_close with its own
+ * join_ref, so the client can tell the two apart. */
+static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
+  /* V1 clients may send no join_ref; the join's ref then identifies it. */
+  hark_span join_ref = is_null(msg->join_ref) ? msg->ref : msg->join_ref;
+
+  hark_channel *existing = find_channel(conn, msg->topic);
+  char *old_copy = NULL;
+  hark_span old_join_ref = {NULL, 0};
+  if (existing) {
+    old_copy = malloc(existing->join_ref_len);
+    if (old_copy) {
+      memcpy(old_copy, existing->join_ref, existing->join_ref_len);
+      old_join_ref = (hark_span){old_copy, existing->join_ref_len};
+    }
+    channel_remove(conn, existing);
   }
 
-  if (existing && old_join_ref_copy)
-    send_message(conn, old_join_ref, old_join_ref, msg->topic, "phx_close", empty_object);
-  free(old_join_ref_copy);
-
-  if (with_presence && ch) hark_channel_presence_start(ch, &presence_join);
-  else if (with_presence) hark_channel_presence_discard(&presence_join);
+  join_channel(conn, msg, join_ref, old_join_ref);
+  free(old_copy);
 }
 
 /* phx_leave on a joined topic: ok, then phx_close, both with the channel's

@@ -207,6 +207,11 @@ const char *hark_http_header_get(const hark_http_request *request, const char *n
  * digits is kept as it is. Returns 0 or -1 (out of memory). */
 int hark_percent_decode(hark_buf *out, const char *s, size_t len, int plus_is_space);
 
+/* Returns 1 when the request may go on: it is not for /api/, no API key is
+ * configured, or it carries the right key. Otherwise answers 401 and returns
+ * 0. */
+int hark_api_key_accepted(hark_conn *conn, const char *path, size_t len);
+
 /* The HTTP API and static files (api.c); returns 1 when a route matched. */
 int hark_api_route(hark_conn *conn, int method, const char *path, size_t path_len);
 

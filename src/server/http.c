@@ -10,6 +10,9 @@
 #include "base/log.h"
 #include "server/conn.h"
 
+/* error_status of a request that a parser callback has already answered. */
+#define ALREADY_ANSWERED (-1)
+
 static hark_conn *conn_of(llhttp_t *parser) { return parser->data; }
 
 /* Rejects the request from inside a parser callback. */
@@ -75,8 +78,31 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len) {
   return 0;
 }
 
+static void skip_absolute_form(const char **url, size_t *len);
+
+/* The request's path, without the query string or an absolute-form prefix. */
+static void request_path(const hark_http_request *request, const char **path, size_t *len) {
+  const char *url = request->text.data ? request->text.data : "";
+  size_t url_len = request->url_len;
+  skip_absolute_form(&url, &url_len);
+  const char *query = memchr(url, '?', url_len);
+  *path = url;
+  *len = query ? (size_t)(query - url) : url_len;
+}
+
 static int on_headers_complete(llhttp_t *parser) {
   hark_conn *conn = conn_of(parser);
+
+  /* The API key is checked before any body is read, so a client without it
+   * cannot make the server buffer bodies. */
+  const char *path;
+  size_t path_len;
+  request_path(conn->request, &path, &path_len);
+  if (!hark_api_key_accepted(conn, path, path_len)) {
+    conn->request->error_status = ALREADY_ANSWERED;
+    return -1;
+  }
+
   if ((parser->flags & F_CONTENT_LENGTH) &&
       parser->content_length > conn->server->config.max_body_bytes)
     return reject(conn->request, 413, "request body is too large");
@@ -238,6 +264,11 @@ static void log_rejected(hark_conn *conn, int status, const char *reason) {
  * rest of the stream cannot be trusted to start at a request boundary. */
 static void fail_request(hark_conn *conn, llhttp_errno_t err) {
   hark_http_request *request = conn->request;
+  if (request->error_status == ALREADY_ANSWERED) {
+    conn->close_after_response = 1;
+    hark_conn_finish(conn);
+    return;
+  }
   int status = request->error_status ? request->error_status : 400;
   const char *text = request->error_text;
   char detail[160];

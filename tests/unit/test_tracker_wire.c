@@ -221,7 +221,7 @@ static void assert_rejected(const void *data, size_t len, const char *expected) 
   hark__wire_msg msg;
   const char *error = NULL;
   int rc = hark__wire_decode(data, len, &msg, &error);
-  if (rc != HARK_EINVAL) fail_msg("accepted %zu bytes; expected \"%s\"", len, expected);
+  if (rc != HARK_EINVAL) fail_msg("accepted %zu bytes; expected \"%s\"", len, expected ? expected : "any error");
   if (expected != NULL && strcmp(error, expected) != 0) {
     fail_msg("error \"%s\", expected \"%s\"", error, expected);
   }

@@ -1,0 +1,109 @@
+// Regression tests for findings of the security review: each case failed
+// before its fix.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import WebSocket from 'ws';
+import { startHarkd } from './lib/harkd.mjs';
+
+// Sends `head` on a raw connection and resolves with everything the server
+// sends until it closes the connection or `timeoutMs` passes.
+function rawExchange(port, head, timeoutMs = 3000) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    const timer = setTimeout(() => { socket.destroy(); resolve({ received, closed: false }); }, timeoutMs);
+    socket.on('data', (chunk) => { received += chunk.toString('latin1'); });
+    socket.on('error', () => {});
+    socket.on('close', () => { clearTimeout(timer); resolve({ received, closed: true }); });
+    socket.on('connect', () => socket.write(head));
+    socket.on('error', reject);
+  });
+}
+
+function openSocket(server) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${server.wsUrl}/socket/websocket?vsn=2.0.0`);
+    const frames = [];
+    ws.on('message', (data) => frames.push(JSON.parse(data.toString())));
+    ws.on('open', () => resolve({ ws, frames }));
+    ws.on('error', reject);
+  });
+}
+
+async function waitForFrame(frames, predicate, what) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const frame = frames.find(predicate);
+    if (frame) return frame;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(frames)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('API key is checked before the body', () => {
+  let server;
+  before(async () => {
+    server = await startHarkd(['--no-presence'], { env: { HARK_API_KEY: 'k'.repeat(40) } });
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0);
+  });
+
+  test('401 arrives without sending the body', async () => {
+    const head = 'POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n';
+    const { received, closed } = await rawExchange(server.port, head);
+    assert.match(received, /^HTTP\/1\.1 401 /);
+    assert.match(received, /WWW-Authenticate: Bearer/);
+    assert.ok(closed, 'the connection is closed after the 401');
+  });
+
+  test('an oversized body without a key gets 401, not 413', async () => {
+    const head = 'POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n';
+    const { received } = await rawExchange(server.port, head);
+    assert.match(received, /^HTTP\/1\.1 401 /);
+  });
+});
+
+describe('rejoins and API limits', () => {
+  let server;
+  before(async () => { server = await startHarkd(['--no-presence', '--max-channels', '1']); });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0);
+  });
+
+  test('a failed rejoin still closes the old channel', async () => {
+    const presence = await startHarkd([]);
+    try {
+      const { ws, frames } = await openSocket(presence);
+      ws.send(JSON.stringify(['1', '1', 'room:a', 'phx_join', {}]));
+      await waitForFrame(frames, (f) => f[1] === '1' && f[3] === 'phx_reply', 'first join reply');
+
+      // The rejoin fails because its meta is not an object; Phoenix ends the
+      // old channel before it tries the new join, and so does harkd.
+      ws.send(JSON.stringify(['2', '2', 'room:a', 'phx_join', { meta: 5 }]));
+      const reply = await waitForFrame(frames, (f) => f[1] === '2' && f[3] === 'phx_reply', 'rejoin reply');
+      assert.equal(reply[4].status, 'error');
+      const close = await waitForFrame(frames, (f) => f[3] === 'phx_close', 'phx_close of the first join');
+      assert.deepEqual(close, ['1', '1', 'room:a', 'phx_close', {}]);
+
+      // The old channel is gone: a push without join_ref is unmatched.
+      ws.send(JSON.stringify([null, '3', 'room:a', 'ping', {}]));
+      const unmatched = await waitForFrame(frames, (f) => f[1] === '3', 'push reply');
+      assert.deepEqual(unmatched[4], { status: 'error', response: { reason: 'unmatched topic' } });
+      ws.close();
+    } finally {
+      const { code } = await presence.stop();
+      assert.equal(code, 0);
+    }
+  });
+
+  test('API topics longer than the limit get 400', async () => {
+    const body = JSON.stringify({ topic: 'x'.repeat(256), event: 'e', payload: {} });
+    const response = await fetch(`${server.url}/api/broadcast`, { method: 'POST', body });
+    assert.equal(response.status, 400);
+    assert.match((await response.json()).error, /topic.*longer than 255 bytes/);
+  });
+});
