@@ -100,6 +100,7 @@ typedef struct hark_conn {
   size_t inflight_count, inflight_cap;
   int writing;
   int shutdown_after_write;              /* half-close once output is written */
+  int shutdown_started;                  /* uv_shutdown was called */
   int closed;                            /* uv_close was called */
   int overflowed;                        /* output limit hit; closed at the next flush */
 } hark_conn;

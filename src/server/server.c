@@ -128,7 +128,13 @@ static void on_shutdown_written(uv_shutdown_t *req, int status) {
   if (status < 0) hark_conn_abort(conn);
 }
 
+/* Sends our FIN once. flush_conn can run twice with nothing queued (from a
+ * write callback, then from the flusher), and a second uv_shutdown fails
+ * with ENOTCONN, which used to abort the connection with a reset that made
+ * the peer lose the frames it had not read yet. */
 static void half_close(hark_conn *conn) {
+  if (conn->shutdown_started) return;
+  conn->shutdown_started = 1;
   uv_shutdown_t *req = malloc(sizeof *req);
   if (!req || uv_shutdown(req, (uv_stream_t *)&conn->tcp, on_shutdown_written) != 0) {
     free(req);

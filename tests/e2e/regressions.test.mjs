@@ -107,3 +107,31 @@ describe('rejoins and API limits', () => {
     assert.match((await response.json()).error, /topic.*longer than 255 bytes/);
   });
 });
+
+describe('closing after queued replies', () => {
+  let server;
+  before(async () => { server = await startHarkd(['--no-presence']); });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0);
+  });
+
+  // The server used to call uv_shutdown twice when a write callback and the
+  // flusher both found the queue empty; the second call failed and the
+  // connection was reset, so the client lost the replies and the close frame.
+  test('a rate-limited client reads its replies and close code 1008', async () => {
+    for (let round = 0; round < 10; round++) {
+      const ws = new WebSocket(`${server.wsUrl}/socket/websocket?vsn=2.0.0`);
+      let replies = 0;
+      ws.on('message', (data) => { if (JSON.parse(data.toString())[3] === 'phx_reply') replies++; });
+      const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+      ws.on('error', () => {});
+      await new Promise((resolve) => ws.on('open', resolve));
+      ws.send(JSON.stringify(['1', '1', 'room:x', 'phx_join', {}]));
+      for (let i = 0; i < 400; i++)
+        ws.send(JSON.stringify(['1', String(i + 2), 'room:x', 'm', { i, pad: 'p'.repeat(round * 80) }]));
+      assert.equal(await closed, 1008, `round ${round}`);
+      assert.ok(replies >= 200, `round ${round}: ${replies} replies`);
+    }
+  });
+});
