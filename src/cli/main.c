@@ -1,6 +1,7 @@
 /* harkd: a Phoenix Channels compatible WebSocket server. This file wires the
  * layers together, joins the cluster when asked, and handles signals. */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,21 @@ static void log_security_mode(const harkd *d) {
             : open ? " note=\"open mode on a non-loopback address (--insecure): anyone may connect\"" : "");
 }
 
+/* Each connection holds a file descriptor. Past the process's open-file
+ * limit libuv accepts and closes connections silently, so the connection
+ * cap is lowered to fit, leaving room for Redis, files and logs; clients
+ * over it then get the documented 503. */
+static void fit_connections_to_file_limit(hark_server_config *config) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  size_t reserve = 64;
+  size_t fit = limit.rlim_cur > reserve ? (size_t)limit.rlim_cur - reserve : 1;
+  if (config->max_connections <= fit) return;
+  HARK_INFO("max_connections_lowered", "max_connections=%zu open_file_limit=%llu reserve=%zu",
+            fit, (unsigned long long)limit.rlim_cur, reserve);
+  config->max_connections = fit;
+}
+
 static int run(harkd *d) {
   hark_server_config *config = &d->options.server;
   d->loop = uv_default_loop();
@@ -186,6 +202,7 @@ static int run(harkd *d) {
 
   int security_status = load_security(d);
   if (security_status >= 0) return security_status;
+  fit_connections_to_file_limit(config);
   if (create_pubsub(d) != 0 || create_presence(d) != 0) return 1;
   config->cluster_adapter_ctx = d->options.cluster_url ? d->redis.ctx : NULL;
   d->server = hark_server_create(d->loop, d->pubsub, config);

@@ -4,7 +4,8 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { startHarkd } from './lib/harkd.mjs';
+import { spawn } from 'node:child_process';
+import { startHarkd, harkdPath } from './lib/harkd.mjs';
 
 // Sends `head` on a raw connection and resolves with everything the server
 // sends until it closes the connection or `timeoutMs` passes.
@@ -133,5 +134,48 @@ describe('closing after queued replies', () => {
       assert.equal(await closed, 1008, `round ${round}`);
       assert.ok(replies >= 200, `round ${round}: ${replies} replies`);
     }
+  });
+});
+
+describe('open-file limit', () => {
+  // libuv accepts and closes connections silently once the process runs out
+  // of file descriptors; harkd lowers its connection cap to fit the limit,
+  // so clients past it get a 503 instead of a dropped connection.
+  test('connections past the file limit get 503', async () => {
+    const proc = spawn('/bin/sh', ['-c', `ulimit -n 120 && exec "${harkdPath}" --listen 127.0.0.1:0 --no-presence`],
+      { stdio: ['ignore', 'ignore', 'pipe'] });
+    let logs = '';
+    const port = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`harkd did not start:\n${logs}`)), 10000);
+      proc.stderr.on('data', (chunk) => {
+        logs += chunk;
+        const match = /msg=listening addr=[^\s:]+:(\d+)/.exec(logs);
+        if (match) { clearTimeout(timer); resolve(Number(match[1])); }
+      });
+    });
+    assert.match(logs, /msg=max_connections_lowered max_connections=56 open_file_limit=120/);
+
+    const sockets = [];
+    const answers = [];
+    for (let i = 0; i < 70; i++) {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      const answer = new Promise((resolve) => {
+        let text = '';
+        socket.on('data', (chunk) => { text += chunk.toString('latin1'); if (text.includes('\r\n\r\n')) resolve(text); });
+        socket.on('close', () => resolve(text));
+      });
+      await new Promise((resolve) => socket.on('connect', resolve));
+      sockets.push(socket);
+      answers.push(answer);
+    }
+    // The first 56 are admitted and wait for a request; the rest are told to
+    // come back later.
+    const refused = await Promise.all(answers.slice(56));
+    for (const text of refused) assert.match(text, /^HTTP\/1\.1 503 /);
+    for (const socket of sockets) socket.destroy();
+    proc.kill('SIGTERM');
+    const code = await new Promise((resolve) => proc.on('exit', resolve));
+    assert.equal(code, 0);
   });
 });
