@@ -179,19 +179,20 @@ static void log_security_mode(const harkd *d) {
             : open ? " note=\"open mode on a non-loopback address (--insecure): anyone may connect\"" : "");
 }
 
+/* Descriptors kept free for Redis, files and logs. */
+#define FILE_RESERVE 64
+
 /* Each connection holds a file descriptor. Past the process's open-file
  * limit libuv accepts and closes connections silently, so the connection
  * cap is lowered to fit, leaving room for Redis, files and logs; clients
  * over it then get the documented 503. */
-static void fit_connections_to_file_limit(hark_server_config *config) {
+static unsigned long long fit_connections_to_file_limit(hark_server_config *config) {
   struct rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
-  size_t reserve = 64;
-  size_t fit = limit.rlim_cur > reserve ? (size_t)limit.rlim_cur - reserve : 1;
-  if (config->max_connections <= fit) return;
-  HARK_INFO("max_connections_lowered", "max_connections=%zu open_file_limit=%llu reserve=%zu",
-            fit, (unsigned long long)limit.rlim_cur, reserve);
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
+  size_t fit = limit.rlim_cur > FILE_RESERVE ? (size_t)limit.rlim_cur - FILE_RESERVE : 1;
+  if (config->max_connections <= fit) return 0;
   config->max_connections = fit;
+  return (unsigned long long)limit.rlim_cur;
 }
 
 static int run(harkd *d) {
@@ -202,7 +203,7 @@ static int run(harkd *d) {
 
   int security_status = load_security(d);
   if (security_status >= 0) return security_status;
-  fit_connections_to_file_limit(config);
+  unsigned long long file_limit = fit_connections_to_file_limit(config);
   if (create_pubsub(d) != 0 || create_presence(d) != 0) return 1;
   config->cluster_adapter_ctx = d->options.cluster_url ? d->redis.ctx : NULL;
   d->server = hark_server_create(d->loop, d->pubsub, config);
@@ -225,6 +226,10 @@ static int run(harkd *d) {
   uv_signal_start(&d->sigint, on_signal, SIGINT);
   uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 
+  /* Logged once listening works, so a failed start stays one line. */
+  if (file_limit)
+    HARK_INFO("max_connections_lowered", "max_connections=%zu open_file_limit=%llu reserve=%d",
+              config->max_connections, file_limit, FILE_RESERVE);
   log_listening(d, "listening");
   uv_run(d->loop, UV_RUN_DEFAULT);
   log_listening(d, "stopped");
