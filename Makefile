@@ -5,8 +5,9 @@ LISTEN ?= 127.0.0.1:4000
 JOBS ?= 2
 
 FUZZ_SECONDS ?= 300
+SOAK_SECONDS ?= 600
 
-.PHONY: all build run test bench fuzz clean
+.PHONY: all build run test bench fuzz soak clean
 
 all: build
 
@@ -37,6 +38,14 @@ bench:
 fuzz:
 	scripts/install-deps.sh test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Runs random simulator seeds for SOAK_SECONDS (default 600); see
+# docs/simulation.md for replaying a failing seed.
+soak:
+	scripts/install-deps.sh build
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DHARK_TESTS=OFF
+	cmake --build build-release -j $(JOBS) --target hark-sim
+	build-release/hark-sim --soak $(SOAK_SECONDS) --keep-going
 
 clean:
 	rm -rf $(BUILD) build-asan build-release build-fuzz

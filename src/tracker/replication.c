@@ -87,7 +87,9 @@ static void retire(hark__replication *repl, hark__shard *shard, hark__rref ref) 
 static void expire_retired(hark__replication *repl, hark__shard *shard, uint64_t now) {
   hark__shard_replication *s = shard_repl(repl, shard);
   for (size_t i = s->retired_count; i-- > 0;) {
-    if (now - s->retired[i].since_ms <= repl->options.permdown_period_ms) continue;
+    /* A retirement stamped ahead of now (the clock stepped back) is kept. */
+    uint64_t since = s->retired[i].since_ms;
+    if (now <= since || now - since <= repl->options.permdown_period_ms) continue;
     free(s->retired[i].name);
     s->retired[i] = s->retired[--s->retired_count];
   }
@@ -138,12 +140,31 @@ static void replica_permdown(hark__replication *repl, hark__shard *shard, hark__
   }
 }
 
+/* Whether `from` is an older instance of a node whose newer instance is up
+ * here. A vsn is the instance's start time in wall-clock microseconds (plus
+ * a small number), so a lower vsn means an earlier start. A heartbeat of an
+ * old instance can arrive after the new one's, since the network may reorder
+ * them. Taking it would permdown and retire the live instance, so it is
+ * ignored while the newer one was heard within down_period. After that the
+ * lower vsn is taken: a node whose clock stepped back before a restart gets
+ * a lower vsn, and its predecessor has gone silent by then. */
+static bool superseded(hark__replication *repl, hark__shard *shard, hark__rref from) {
+  const hark__replica *record = hark__replica_find(&shard->replicas, from.name, from.name_len);
+  if (record == NULL || record->vsn <= from.vsn || record->status != HARK__REPLICA_UP) {
+    return false;
+  }
+  uint64_t now = now_ms(repl);
+  uint64_t silence = now > record->last_heartbeat_ms ? now - record->last_heartbeat_ms : 0;
+  return silence <= repl->options.down_period_ms;
+}
+
 /* Applies a heartbeat from `from` to the replica records, as in
  * Phoenix.Tracker.Shard: a new replica goes up, a down one comes back up,
  * and a new vsn for a known name replaces the old one (down, permdown,
  * then up). Returns false when the heartbeat must be ignored. */
 static bool handle_heartbeat(hark__replication *repl, hark__shard *shard, hark__rref from) {
   if (is_retired(repl, shard, from)) return false;
+  if (superseded(repl, shard, from)) return false;
 
   hark__replica_info previous;
   if (hark__replica_put_heartbeat(&shard->replicas, from, now_ms(repl), &previous) != 0) {

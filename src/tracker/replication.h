@@ -12,6 +12,9 @@
  * - a replica replaced by a new vsn, or gone by graceful permdown, is
  *   retired: its late heartbeats are ignored for permdown_period instead
  *   of bringing it back up;
+ * - a heartbeat with a lower vsn than the up record of its node, heard
+ *   within down_period, is ignored: it comes from the previous instance,
+ *   reordered after the new one's first heartbeat;
  * - messages from this node's own name are ignored;
  * - a transfer reply excludes the requester's own entries (Phoenix passes
  *   the bare node name and so sends them back), and so a delta reply is

@@ -968,6 +968,14 @@ static int fold_remote_knowledge(merge_run *run) {
   return 0;
 }
 
+/* The change list for a merged change to an entry of `slot`: none while
+ * that replica is down. Its entries are hidden then, so a change to one is
+ * not a change of what list returns. Their leaves were reported when it
+ * went down, and replica_up reports them as joins when it comes back. */
+static hark__changes *changes_for(const merge_run *run, uint32_t slot) {
+  return run->state->slots[slot].status == HARK__STATUS_DOWN ? NULL : run->changes;
+}
+
 /* Overwrites `e` in place with a newer remote value: readers never see the
  * entry missing. The old meta is reported as a leave. */
 static int overwrite_entry(merge_run *run, hark__entry *e, const hark__value_view *v) {
@@ -988,9 +996,10 @@ static int overwrite_entry(merge_run *run, hark__entry *e, const hark__value_vie
    * any other entry would make a later merge skip its observed remove, and
    * the entry would stay forever. */
   if (e->flags & ENTRY_LEAVING) e->flags |= ENTRY_REPLACED;
-  changes_add(run->changes, run->state, e, old_meta, old_len, false);
-  changes_add(run->changes, run->state, e, e->meta, e->meta_len, true);
-  changes_keep_meta(run->changes, e, old_meta);
+  hark__changes *changes = changes_for(run, e->slot);
+  changes_add(changes, run->state, e, old_meta, old_len, false);
+  changes_add(changes, run->state, e, e->meta, e->meta_len, true);
+  changes_keep_meta(changes, e, old_meta);
   return 0;
 }
 
@@ -1040,7 +1049,7 @@ static int apply_joins(merge_run *run) {
     hark__entry *e = add_entry(state, slot, v.owner, v.counter, rec, v.topic, v.topic_len, hash,
                                v.key, v.key_len, v.meta, v.meta_len);
     if (e == NULL) return -1;
-    changes_add(run->changes, state, e, e->meta, e->meta_len, true);
+    changes_add(changes_for(run, slot), state, e, e->meta, e->meta_len, true);
   }
   return 0;
 }
@@ -1052,9 +1061,10 @@ static void apply_leaves(merge_run *run) {
     bool replaced = e->flags & ENTRY_REPLACED;
     e->flags = 0;
     if (replaced) continue;
+    hark__changes *changes = changes_for(run, e->slot);
     unlink_entry(run->state, e);
-    changes_add(run->changes, run->state, e, e->meta, e->meta_len, false);
-    changes_keep_entry(run->changes, run->state, e);
+    changes_add(changes, run->state, e, e->meta, e->meta_len, false);
+    changes_keep_entry(changes, run->state, e);
   }
 }
 
@@ -1294,4 +1304,28 @@ const hark__dotset *hark__state_cloud(const hark__state *state, hark__rref ref) 
   long slot = find_slot(state, ref);
   if (slot < 0 || !state->slots[slot].in_context) return NULL;
   return &state->slots[slot].cloud;
+}
+
+/* ---- self-check ---- */
+
+const char *hark__state_check_indexes(const hark__state *state) {
+  for (size_t s = 0; s < state->slot_count; s++) {
+    const replica_slot *slot = &state->slots[s];
+    for (const hark__entry *e = slot->head; e != NULL; e = e->replica_next) {
+      if (e->slot != s) return "an entry sits in another replica's list";
+      if (find_entry(state, e->topic, e->slot, e->owner, e->key, e->key_len) != e) {
+        return "an entry is missing from by_key";
+      }
+      if (e->slot != SELF && find_by_tag(state, e->slot, e->counter) != e) {
+        return "an entry is missing from by_tag";
+      }
+      if (e->slot == SELF) {
+        const hark__entry *head = owner_head(state, e->slot, e->owner);
+        const hark__entry *p = head;
+        while (p != NULL && p != e) p = p->owner_next;
+        if (p == NULL) return "an own entry is missing from its owner's chain";
+      }
+    }
+  }
+  return NULL;
 }

@@ -188,4 +188,9 @@ int hark__state_clocks(const hark__state *state, hark__clock *out);
 /* The cloud of one replica, or NULL when the replica is not in the context. */
 const hark__dotset *hark__state_cloud(const hark__state *state, hark__rref ref);
 
+/* Checks that every stored entry can be found through the indexes (by key,
+ * by tag and by owner). Returns NULL, or a static description of the first
+ * inconsistency. Read-only; it walks every entry, so it is for tests. */
+const char *hark__state_check_indexes(const hark__state *state);
+
 #endif

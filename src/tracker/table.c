@@ -64,6 +64,15 @@ int hark__table_insert(hark__table *table, uint32_t hash, void *ptr) {
 }
 
 size_t hark__table_remove_group(hark__table *table, uint32_t group) {
+  if (table->count == 0) return 0;
+  /* An empty slot from before the removal, where the pass below starts (the
+   * load is below 1, so one exists). No probe run crosses it. A hole that
+   * the removal makes can lie inside a run. A pass started there can move an
+   * element of that run into the hole, onto the probe path of elements
+   * placed later in the pass, and the end of the pass may empty it again. */
+  size_t start = 0;
+  while (table->slots[start].ptr != NULL) start++;
+
   size_t removed = 0;
   for (size_t i = 0; i < table->cap; i++) {
     if (table->slots[i].ptr != NULL && table->slots[i].group == group) {
@@ -75,13 +84,10 @@ size_t hark__table_remove_group(hark__table *table, uint32_t group) {
   table->count -= removed;
 
   /* The holes may cut probe runs short. Walk the slots once, starting after
-   * an empty slot (the load is below 1, so one exists), and re-insert each
-   * element from its home slot. It lands at or before its old position, and
-   * the elements already visited stay reachable, so every run is whole
-   * again after one pass. */
+   * `start`, and re-insert each element from its home slot. It lands at or
+   * before its old position, and the elements already visited stay
+   * reachable, so every run is whole again after one pass. */
   size_t mask = table->cap - 1;
-  size_t start = 0;
-  while (table->slots[start].ptr != NULL) start++;
   for (size_t k = 1; k <= table->cap; k++) {
     size_t i = (start + k) & mask;
     if (table->slots[i].ptr == NULL) continue;

@@ -65,6 +65,7 @@ struct sim_node {
   unsigned incarnation;
   bool paused;
   bool deaf;
+  int64_t clock_offset_ms; /* added to the network clock on this node */
   uint64_t timer_generation[SIM_MAX_SHARDS];
   event_list deferred; /* events that arrived while paused */
   hark_subscriber owners[SIM_OWNERS];
@@ -84,9 +85,14 @@ struct sim_net {
   void *filter_ctx;
   sim_tap_fn tap;
   void *tap_ctx;
+  sim_inspect_fn inspect;
+  void *inspect_ctx;
+  sim_observer_fn observer;
+  void *observer_ctx;
+  bool halted;
   sim_node *nodes[SIM_MAX_NODES];
   size_t node_count;
-  bool cut[SIM_MAX_NODES][SIM_MAX_NODES];
+  bool cut[SIM_MAX_NODES][SIM_MAX_NODES]; /* [from][to]: messages from -> to are lost */
 };
 
 static void list_push(event_list *list, event *ev) {
@@ -193,6 +199,24 @@ void sim_net_set_tap(sim_net *net, sim_tap_fn fn, void *ctx) {
   net->tap_ctx = ctx;
 }
 
+void sim_net_set_inspector(sim_net *net, sim_inspect_fn fn, void *ctx) {
+  net->inspect = fn;
+  net->inspect_ctx = ctx;
+}
+
+void sim_net_set_observer(sim_net *net, sim_observer_fn fn, void *ctx) {
+  net->observer = fn;
+  net->observer_ctx = ctx;
+}
+
+void sim_net_halt(sim_net *net) {
+  net->halted = true;
+}
+
+bool sim_net_halted(const sim_net *net) {
+  return net->halted;
+}
+
 size_t sim_net_held_count(const sim_net *net) { return net->held.count; }
 
 size_t sim_net_release_held(sim_net *net) {
@@ -224,10 +248,42 @@ void sim_net_cut(sim_net *net, const char *a, const char *b, bool cut) {
   net->cut[i][k] = net->cut[k][i] = cut;
 }
 
+void sim_net_cut_oneway(sim_net *net, const char *from, const char *to, bool cut) {
+  long i = node_index(net, from), k = node_index(net, to);
+  if (i < 0 || k < 0) sim_fail("cut: unknown node");
+  net->cut[i][k] = cut;
+}
+
+void sim_net_heal_all(sim_net *net) {
+  memset(net->cut, 0, sizeof(net->cut));
+}
+
+size_t sim_net_node_count(const sim_net *net) {
+  return net->node_count;
+}
+
+sim_node *sim_net_node_at(sim_net *net, size_t i) {
+  return i < net->node_count ? net->nodes[i] : NULL;
+}
+
 size_t sim_net_in_flight(const sim_net *net) {
   size_t count = 0;
   for (size_t i = 0; i < net->queue.count; i++) {
     if (net->queue.items[i]->kind == EVENT_DELIVER) count++;
+  }
+  return count;
+}
+
+static bool pending_from(const event *ev, const char *from, const sim_node *to) {
+  return ev->kind == EVENT_DELIVER && ev->node == to && strcmp(ev->from, from) == 0;
+}
+
+size_t sim_net_pending_from(const sim_net *net, const char *from, const sim_node *to) {
+  size_t count = 0;
+  for (size_t i = 0; i < net->queue.count; i++) count += pending_from(net->queue.items[i], from, to);
+  for (size_t i = 0; i < net->held.count; i++) count += pending_from(net->held.items[i], from, to);
+  for (size_t i = 0; i < to->deferred.count; i++) {
+    count += pending_from(to->deferred.items[i], from, to);
   }
   return count;
 }
@@ -274,9 +330,12 @@ static void route(sim_net *net, sim_node *from, sim_node *to, const char *topic,
 
 /* ---- the env of one node ---- */
 
+uint64_t sim_node_now_ms(const sim_node *node) {
+  return node->net->now_ms + (uint64_t)node->clock_offset_ms;
+}
+
 static uint64_t env_now_ms(void *ctx) {
-  sim_node *node = ctx;
-  return node->net->now_ms;
+  return sim_node_now_ms(ctx);
 }
 
 static uint64_t env_random(void *ctx) {
@@ -313,9 +372,14 @@ static void env_send(void *ctx, const char *to, const char *topic, size_t topic_
   }
 }
 
+/* The node's clock in nanoseconds, plus 16 us per incarnation. The tracker
+ * takes its vsn from this clock in microseconds (plus the shard index). So
+ * a restart in the same virtual millisecond, or after the clock stepped
+ * back to an earlier one, still gets a new vsn, for up to 62 incarnations
+ * of a node with up to 16 shards. */
 static uint64_t tracker_now_ns(void *ctx) {
   sim_node *node = ctx;
-  return node->net->now_ms * 1000000ULL;
+  return sim_node_now_ms(node) * 1000000ULL + (uint64_t)node->incarnation * 16000ULL;
 }
 
 static void record_diffs(sim_node *node, const char *topic, size_t topic_len,
@@ -327,6 +391,7 @@ static void record_diffs(sim_node *node, const char *topic, size_t topic_len,
       if (node->diffs == NULL) sim_fail("out of memory");
     }
     node->diffs[node->diff_count++] = (sim_diff){
+        .owner = entries[i].owner,
         .topic = sim_strndup(topic, topic_len),
         .key = sim_strndup(entries[i].key, entries[i].key_len),
         .meta = sim_strndup(entries[i].meta, entries[i].meta_len),
@@ -345,6 +410,7 @@ static void on_diff(void *ctx, const char *topic, size_t topic_len,
 }
 
 static void start_tracker(sim_node *node) {
+  node->incarnation++;
   hark_tracker_options options = {
       .node_name = node->name,
       .pool_size = node->pool_size,
@@ -355,7 +421,6 @@ static void start_tracker(sim_node *node) {
   };
   if (hark_tracker_create(&node->tracker, &options) != 0) sim_fail("tracker create failed");
   hark_tracker_env env = {node, env_now_ms, env_schedule, env_random, env_send};
-  node->incarnation++;
   if (hark_tracker_start_replication(node->tracker, "sim",
                                      node->has_options ? &node->options : NULL, &env) != 0) {
     sim_fail("start replication failed");
@@ -425,6 +490,22 @@ void sim_node_pause(sim_node *node, bool paused) {
   node->deferred.count = 0;
 }
 
+bool sim_node_paused(const sim_node *node) {
+  return node->paused;
+}
+
+void sim_node_jump_clock(sim_node *node, int64_t delta_ms) {
+  node->clock_offset_ms += delta_ms;
+}
+
+int64_t sim_node_clock_offset(const sim_node *node) {
+  return node->clock_offset_ms;
+}
+
+unsigned sim_node_incarnation(const sim_node *node) {
+  return node->incarnation;
+}
+
 void sim_node_deaf(sim_node *node, bool deaf) {
   node->deaf = deaf;
 }
@@ -460,15 +541,21 @@ static void run_event(sim_net *net, event *ev) {
   if (ev->kind == EVENT_TIMER) {
     hark_tracker_on_timer(node->tracker, ev->shard);
   } else {
+    if (net->inspect) {
+      sim_msg msg = {ev->from, node->name, ev->topic, ev->topic_len, ev->data, ev->len};
+      net->inspect(net->inspect_ctx, node, &msg);
+    }
     hark_tracker_receive(node->tracker, ev->topic, ev->topic_len, ev->data, ev->len);
   }
   event_free(ev);
-  (void)net;
+  if (net->observer) net->observer(net->observer_ctx, node);
 }
 
 void sim_net_run_for(sim_net *net, uint64_t ms) {
+  if (net->halted) return;
   uint64_t end = net->now_ms + ms;
   while (net->queue.count > 0 && net->queue.items[0]->at_ms <= end) {
+    if (net->halted) return;
     event *ev = heap_pop(net);
     if (ev->at_ms > net->now_ms) net->now_ms = ev->at_ms;
     run_event(net, ev);

@@ -46,9 +46,14 @@ typedef enum sim_verdict {
 typedef sim_verdict (*sim_filter_fn)(void *ctx, const sim_msg *msg);
 /* Sees every message as it is sent, once per send call. */
 typedef void (*sim_tap_fn)(void *ctx, const sim_msg *msg);
+/* Sees a message just before the recipient's tracker receives it. */
+typedef void (*sim_inspect_fn)(void *ctx, sim_node *to, const sim_msg *msg);
+/* Runs after a timer or a delivery has run on `node`. */
+typedef void (*sim_observer_fn)(void *ctx, sim_node *node);
 
 /* One reported diff item. */
 typedef struct sim_diff {
+  uint64_t owner;
   char *topic;
   char *key;
   char *meta;
@@ -65,6 +70,12 @@ uint64_t sim_net_random(sim_net *net);
 void sim_net_set_faults(sim_net *net, const sim_faults *faults);
 void sim_net_set_filter(sim_net *net, sim_filter_fn fn, void *ctx);
 void sim_net_set_tap(sim_net *net, sim_tap_fn fn, void *ctx);
+void sim_net_set_inspector(sim_net *net, sim_inspect_fn fn, void *ctx);
+void sim_net_set_observer(sim_net *net, sim_observer_fn fn, void *ctx);
+/* Makes the running sim_net_run_for return after the current event and
+ * every later one return at once; virtual time stops advancing. */
+void sim_net_halt(sim_net *net);
+bool sim_net_halted(const sim_net *net);
 /* Number of messages held back by a hold rule and not yet released. */
 size_t sim_net_held_count(const sim_net *net);
 
@@ -73,10 +84,17 @@ size_t sim_net_held_count(const sim_net *net);
 size_t sim_net_release_held(sim_net *net);
 /* Cuts (or heals) the link between two nodes in both directions. */
 void sim_net_cut(sim_net *net, const char *a, const char *b, bool cut);
+/* Cuts (or heals) only the direction from `from` to `to`. */
+void sim_net_cut_oneway(sim_net *net, const char *from, const char *to, bool cut);
+/* Heals every cut link. */
+void sim_net_heal_all(sim_net *net);
 /* Runs timers and deliveries in time order for `ms` of virtual time. */
 void sim_net_run_for(sim_net *net, uint64_t ms);
 /* Messages sent and not yet delivered, dropped or held. */
 size_t sim_net_in_flight(const sim_net *net);
+/* Messages from the node named `from` to `to` that `to` has not handled
+ * yet: in flight, held, or waiting for `to` to resume. */
+size_t sim_net_pending_from(const sim_net *net, const char *from, const sim_node *to);
 
 /* Starts a node: a tracker named `name` with `pool_size` shards that
  * replicates as tracker "sim" with `options` (NULL for defaults). */
@@ -96,8 +114,19 @@ void sim_node_restart(sim_node *node);
 bool sim_node_alive(const sim_node *node);
 /* A paused node runs no timer and receives nothing; both wait for resume. */
 void sim_node_pause(sim_node *node, bool paused);
+bool sim_node_paused(const sim_node *node);
 /* A deaf node loses everything sent to it. */
 void sim_node_deaf(sim_node *node, bool deaf);
+/* Moves the node's wall clock (what its env's now_ms and its phx_refs
+ * read) by `delta_ms`, forward or backward. The network's clock and the
+ * other nodes are unaffected. The offset stays for the node's lifetime,
+ * restarts included. */
+void sim_node_jump_clock(sim_node *node, int64_t delta_ms);
+int64_t sim_node_clock_offset(const sim_node *node);
+/* The node's wall clock in milliseconds. */
+uint64_t sim_node_now_ms(const sim_node *node);
+/* How many times the node's tracker was started: 1 after the first start. */
+unsigned sim_node_incarnation(const sim_node *node);
 
 /* Convenience wrappers that assert success. */
 void sim_node_track(sim_node *node, unsigned owner, const char *topic, const char *key,
@@ -105,6 +134,10 @@ void sim_node_track(sim_node *node, unsigned owner, const char *topic, const cha
 void sim_node_update(sim_node *node, unsigned owner, const char *topic, const char *key,
                      const char *meta);
 void sim_node_untrack(sim_node *node, unsigned owner, const char *topic, const char *key);
+
+/* The number of nodes started so far, and the i-th in start order. */
+size_t sim_net_node_count(const sim_net *net);
+sim_node *sim_net_node_at(sim_net *net, size_t i);
 
 /* The visible entries of a topic as one string: "owner/key=meta" items
  * sorted and joined by '\n'. Replicas store the origin's meta bytes, so
