@@ -36,8 +36,8 @@ static void on_shutdown_done(hark_server *server, void *arg) {
   uv_stop(d->loop);
 }
 
-/* A clean stop: other nodes are told to drop this node's presences at once,
- * then every socket gets close code 1001. */
+/* Stops cleanly: the other nodes get a message to drop this node's presences
+ * at once, then every socket gets close code 1001. */
 static void on_signal(uv_signal_t *handle, int signum) {
   harkd *d = handle->data;
   HARK_INFO("signal_received", "signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -65,7 +65,7 @@ static void check_demo_files(const hark_server_config *config) {
 }
 
 /* The default node name: the host name and the listen port. With port 0 the
- * port is not known yet, so the process id stands in for it. */
+ * port is not known yet, so the process id replaces it. */
 static void choose_node_name(harkd_options *options) {
   if (options->node_name[0]) return;
   char host[200] = "localhost";
@@ -182,10 +182,10 @@ static void log_security_mode(const harkd *d) {
 /* Descriptors kept free for Redis, files and logs. */
 #define FILE_RESERVE 64
 
-/* Each connection holds a file descriptor. Past the process's open-file
- * limit libuv accepts and closes connections silently, so the connection
- * cap is lowered to fit, leaving room for Redis, files and logs; clients
- * over it then get the documented 503. */
+/* Lowers max_connections to fit the open-file limit and returns that limit,
+ * or 0 when nothing changed. Each connection uses a file descriptor, and past
+ * the limit libuv accepts and closes connections silently. With the cap
+ * lowered, clients over it get the documented 503 instead. */
 static unsigned long long fit_connections_to_file_limit(hark_server_config *config) {
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;

@@ -22,7 +22,7 @@ static void reply_bad_request(hark_conn *conn, const char *message) {
 }
 
 /* Reads the string member `key` of the request body into `out`. Returns 0, or
- * -1 after answering 400. */
+ * -1 after replying 400. */
 static int body_string(hark_conn *conn, const char *key, hark_buf *out) {
   const hark_buf *body = &conn->request->body;
   const char *value;
@@ -171,8 +171,8 @@ static void append_cluster_counters(hark_buf *out, const hark_server_config *con
   }
 }
 
-/* GET /api/cluster: this node, its Redis link, and the replicas it knows
- * with their status and when each was last heard from. */
+/* Serves GET /api/cluster: this node, its Redis link, and the replicas it
+ * has seen, with their status and when each was last heard from. */
 static void handle_cluster(hark_conn *conn) {
   const hark_server_config *config = &conn->server->config;
   const char *node = config->node_name ? config->node_name : "";
@@ -204,7 +204,7 @@ static const char *content_type_for(const char *name) {
   return "application/octet-stream";
 }
 
-/* Answers with the contents of `file`, from the static file cache. */
+/* Replies with the contents of `file`, from the static file cache. */
 static void send_file(hark_conn *conn, const char *file) {
   hark_shared_bytes *body = hark_static_file_get(conn->server, file);
   if (!body) {
@@ -254,7 +254,7 @@ static void serve_static(hark_conn *conn, const char *path, size_t len) {
 }
 
 /* Paths under /api/ need "Authorization: Bearer KEY" when an API key is
- * configured. Returns 1 when the request may go on; otherwise answers 401
+ * configured. Returns 1 when the request may go on; otherwise replies 401
  * and returns 0. Neither the key nor the header is logged. */
 int hark_api_key_accepted(hark_conn *conn, const char *path, size_t len) {
   const hark_security_config *security = conn->server->config.security;

@@ -189,8 +189,8 @@ static int authorize_join(hark_conn *conn, const hark_channel_msg *msg, const ha
   return 0;
 }
 
-/* Answers a join with an error, logging `why`, then closes the channel the
- * join replaced, if any. */
+/* Replies to a join with an error, logging `why`, then closes the channel
+ * the join replaced, if any. */
 static void reject_join(hark_conn *conn, const hark_channel_msg *msg, hark_span join_ref,
                         const char *why, const char *reason, hark_span old_join_ref) {
   log_topic_event("join_rejected", conn, msg->topic, why);
@@ -199,9 +199,9 @@ static void reject_join(hark_conn *conn, const hark_channel_msg *msg, hark_span 
     send_message(conn, old_join_ref, old_join_ref, msg->topic, "phx_close", empty_object);
 }
 
-/* Checks and makes a new channel for a join; `old_join_ref` names the
- * channel it replaced (ptr NULL for none), which gets phx_close right after
- * the reply. */
+/* Checks a join and makes its channel. `old_join_ref` names the channel the
+ * join replaced (ptr NULL for none), which gets phx_close right after the
+ * reply. */
 static void join_channel(hark_conn *conn, const hark_channel_msg *msg, hark_span join_ref,
                          hark_span old_join_ref) {
   if (conn->channel_count >= conn->server->config.max_channels) {
@@ -253,9 +253,9 @@ static void join_channel(hark_conn *conn, const hark_channel_msg *msg, hark_span
 }
 
 /* phx_join. A join on a topic that already has a channel ends that channel
- * first, whether or not the new join succeeds, as Phoenix does. The new join
- * is answered first, then the old channel gets phx_close with its own
- * join_ref, so the client can tell the two apart. */
+ * first, whether or not the new join succeeds, as Phoenix does. The reply to
+ * the new join goes out first, then the old channel gets phx_close with its
+ * own join_ref, so the client can tell the two apart. */
 static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
   /* V1 clients may send no join_ref; the join's ref then identifies it. */
   hark_span join_ref = is_null(msg->join_ref) ? msg->ref : msg->join_ref;

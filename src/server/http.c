@@ -10,7 +10,7 @@
 #include "base/log.h"
 #include "server/conn.h"
 
-/* error_status of a request that a parser callback has already answered. */
+/* The error_status of a request that a parser callback has already replied to. */
 #define ALREADY_ANSWERED (-1)
 
 static hark_conn *conn_of(llhttp_t *parser) { return parser->data; }
@@ -128,7 +128,7 @@ static int on_body(llhttp_t *parser, const char *at, size_t len) {
 }
 
 /* Pauses the parser so that the request is handled before the next one in
- * the same read is parsed; responses then go out in request order. */
+ * the same read is parsed. Responses so go out in request order. */
 static int on_message_complete(llhttp_t *parser) {
   conn_of(parser)->request->complete = 1;
   return HPE_PAUSED;
@@ -260,8 +260,8 @@ static void log_rejected(hark_conn *conn, int status, const char *reason) {
             (unsigned long long)conn->id, conn->peer, status, reason);
 }
 
-/* Answers a request the parser could not accept, then closes, because the
- * rest of the stream cannot be trusted to start at a request boundary. */
+/* Replies to a request the parser rejected, then closes, because the rest of
+ * the stream cannot be trusted to start at a request boundary. */
 static void fail_request(hark_conn *conn, llhttp_errno_t err) {
   hark_http_request *request = conn->request;
   if (request->error_status == ALREADY_ANSWERED) {
@@ -302,7 +302,7 @@ static void skip_absolute_form(const char **url, size_t *len) {
   }
 }
 
-/* Routes one complete request. `rest` holds the bytes after it. */
+/* Routes one complete request. `rest` contains the bytes after it. */
 static void handle_request(hark_conn *conn, char *rest, size_t rest_len) {
   hark_http_request *request = conn->request;
   const char *url = request->text.data;
@@ -326,7 +326,7 @@ static void handle_request(hark_conn *conn, char *rest, size_t rest_len) {
     return;
   }
 
-  /* llhttp stops at a request that asks for an upgrade and does not resume
+  /* llhttp stops at a request with an Upgrade header and does not resume
    * HTTP parsing after it, so such a request on another path ends the
    * connection after its response. */
   if (request->parser.upgrade) conn->close_after_response = 1;

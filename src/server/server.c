@@ -120,7 +120,7 @@ void hark_conn_abort(hark_conn *conn) {
 
 /* After our FIN the connection lingers, reading and discarding, until the
  * peer closes its side or the sweeper's linger deadline passes. Closing at
- * once could make the kernel answer unread input with a reset, which can
+ * once could make the kernel reply to unread input with a reset, which can
  * destroy our close frame before the peer reads it. */
 static void on_shutdown_written(uv_shutdown_t *req, int status) {
   hark_conn *conn = req->data;
@@ -128,10 +128,10 @@ static void on_shutdown_written(uv_shutdown_t *req, int status) {
   if (status < 0) hark_conn_abort(conn);
 }
 
-/* Sends our FIN once. flush_conn can run twice with nothing queued (from a
- * write callback, then from the flusher), and a second uv_shutdown fails
- * with ENOTCONN, which used to abort the connection with a reset that made
- * the peer lose the frames it had not read yet. */
+/* Sends our FIN once. flush_conn can run twice with nothing queued, from a
+ * write callback and then from the flusher. A second uv_shutdown fails with
+ * ENOTCONN, and aborting then resets the connection, so the peer would lose
+ * the frames it has not read yet. */
 static void half_close(hark_conn *conn) {
   if (conn->shutdown_started) return;
   conn->shutdown_started = 1;
@@ -155,8 +155,8 @@ void hark_conn_finish(hark_conn *conn) {
   if (!conn->writing && conn->pending_count == 0 && !conn->dirty) half_close(conn);
 }
 
-/* What a queued frame costs against max_output_bytes: its bytes plus the
- * allocation and queue slot around it, so that a flood of tiny frames is
+/* Returns what a queued frame counts against max_output_bytes: its bytes
+ * plus the allocation and queue slot around it. A flood of tiny frames is so
  * bounded by real memory, not by payload bytes alone. */
 static size_t frame_cost(const hark_shared_bytes *bytes) {
   return bytes->len + FRAME_OVERHEAD_BYTES;
@@ -177,8 +177,8 @@ void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes) {
 
   /* A socket that does not read what it is sent is closed rather than
    * allowed to hold unbounded memory. The close waits for the next flush, so
-   * a dispatcher that is looping over subscribers never sees a channel freed
-   * under it. */
+   * a dispatcher that is looping over subscribers never finds a channel
+   * freed under it. */
   size_t cost = frame_cost(bytes);
   if (conn->overflowed || conn->queued_bytes + cost > conn->server->config.max_output_bytes) {
     hark_shared_bytes_unref(bytes);
@@ -305,7 +305,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 
 /* Input is parsed straight from the server's shared read buffer. Only the
  * bytes of an incomplete request or frame are copied into conn->input, so an
- * idle connection holds no read buffer. */
+ * idle connection keeps no read buffer. */
 void hark_conn_feed(hark_conn *conn, char *data, size_t len) {
   /* A closing connection only drains what the peer still sends. */
   if (conn->state == HARK_CONN_CLOSING || conn->closed) return;
@@ -425,12 +425,12 @@ static void on_connection(uv_stream_t *listener, int status) {
   HARK_DEBUG("connection_opened", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
   uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
 
-  const char *refusal = admit(server, conn);
-  if (refusal) {
+  const char *rejection = admit(server, conn);
+  if (rejection) {
     HARK_CLIENT_WARN(server, "connection_rejected", "conn=%llu peer=%s status=503 reason=\"%s\"",
-                     (unsigned long long)conn->id, conn->peer, refusal);
+                     (unsigned long long)conn->id, conn->peer, rejection);
     conn->close_after_response = 1;
-    hark_http_respond_error(conn, 503, refusal, "Retry-After: 5\r\n");
+    hark_http_respond_error(conn, 503, rejection, "Retry-After: 5\r\n");
     hark_conn_finish(conn);
   }
 }

@@ -93,7 +93,7 @@ static void reject_upgrade(hark_conn *conn, int status, const char *reason, cons
 
 /* Checks the handshake headers (RFC 6455 section 4.2.1). On success stores
  * the Sec-WebSocket-Accept value and whether the "phoenix" subprotocol is to
- * be echoed, and returns 0; otherwise answers and returns -1. */
+ * be echoed, and returns 0; otherwise replies with the error and returns -1. */
 static int check_handshake(hark_conn *conn, char accept[29], int *echo_phoenix) {
   const hark_http_request *request = conn->request;
   size_t len;
@@ -139,18 +139,23 @@ static int check_handshake(hark_conn *conn, char accept[29], int *echo_phoenix) 
 static int negotiate_serializer(hark_conn *conn, const char *query, size_t query_len) {
   hark_buf vsn = {0};
   int found = query ? hark_query_get(query, query_len, "vsn", &vsn) : 0;
-  int rc = hark_serializer_from_vsn(found == 1 ? (vsn.data ? vsn.data : "") : NULL, vsn.len,
-                                    &conn->serializer);
-  if (rc != 0 || found < 0) {
+
+  /* An absent vsn means V1; a present but empty one must not. */
+  const char *value = NULL;
+  if (found == 1) value = vsn.data ? vsn.data : "";
+  int rc = found < 0 ? -1 : hark_serializer_from_vsn(value, vsn.len, &conn->serializer);
+
+  if (rc != 0) {
     char quoted[80];
     hark_log_quote(quoted, sizeof quoted, vsn.data ? vsn.data : "", vsn.len);
-    HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=403 reason=\"unsupported vsn\" vsn=%s",
-              (unsigned long long)conn->id, conn->peer, quoted);
+    HARK_CLIENT_WARN(conn->server, "websocket_rejected",
+                     "conn=%llu peer=%s status=403 reason=\"unsupported vsn\" vsn=%s",
+                     (unsigned long long)conn->id, conn->peer, quoted);
     conn->close_after_response = 1;
     hark_http_respond_error(conn, 403, "unsupported protocol version (vsn); use 1.0.0 or 2.0.0", NULL);
   }
   hark_buf_free(&vsn);
-  return rc != 0 || found < 0 ? -1 : 0;
+  return rc != 0 ? -1 : 0;
 }
 
 /* check_origin: a browser page of another site must not open a socket
@@ -304,7 +309,7 @@ static void handle_event(hark_conn *conn, const hark_ws_event *event) {
     case HARK_WS_EVENT_CLOSE:
       HARK_DEBUG("websocket_close_received", "conn=%llu code=%u", (unsigned long long)conn->id,
                  (unsigned)event->close_code);
-      /* Echo the peer's code; a close without a code is answered without one. */
+      /* Echo the peer's code. A close without a code gets a close without one. */
       if (event->close_code == HARK_WS_CLOSE_NO_STATUS) {
         send_control(conn, HARK_WS_OP_CLOSE, NULL, 0);
         hark_conn_finish(conn);

@@ -254,6 +254,36 @@ static void copy_ref(char *out, const char *ref) {
   if (out != NULL) memcpy(out, ref, HARK_TRACKER_REF_SIZE);
 }
 
+/* The state call that stores a meta: hark__state_join or
+ * hark__state_leave_join, which share this signature. */
+typedef int (*store_fn)(hark__state *state, uint64_t owner, const char *topic, size_t topic_len,
+                        const char *key, size_t key_len, const char *meta, size_t meta_len,
+                        hark__changes *changes);
+
+/* Stamps `meta` with a new phx_ref (and `prev_ref` when not NULL), stores it
+ * with `store`, reports the diff and copies the new ref into `ref`. */
+static int store_meta(hark_tracker *tracker, hark__shard *shard, store_fn store,
+                      const hark_subscriber *owner, const char *topic, size_t topic_len,
+                      const char *key, size_t key_len, const char *meta, size_t meta_len,
+                      const char *prev_ref, char ref[HARK_TRACKER_REF_SIZE]) {
+  char new_ref[HARK_TRACKER_REF_SIZE];
+  make_ref(tracker, shard, new_ref);
+  stamped_meta stamped;
+  int rc = stamp_meta(meta, meta_len, new_ref, prev_ref, &stamped);
+  if (rc != 0) return rc;
+
+  hark__changes changes = {0};
+  rc = store(shard->state, owner_id(owner), topic, topic_len, key, key_len, stamped.text,
+             stamped.len, &changes);
+  stamped_meta_free(&stamped);
+  if (rc == 0) {
+    hark__tracker_report(tracker, &changes);
+    copy_ref(ref, new_ref);
+  }
+  hark__changes_clear(&changes);
+  return rc;
+}
+
 int hark_tracker_track(hark_tracker *tracker, const hark_subscriber *owner, const char *topic,
                        size_t topic_len, const char *key, size_t key_len, const char *meta,
                        size_t meta_len, char ref[HARK_TRACKER_REF_SIZE]) {
@@ -268,22 +298,8 @@ int hark_tracker_track(hark_tracker *tracker, const hark_subscriber *owner, cons
     return HARK_EALREADY;
   }
 
-  char new_ref[HARK_TRACKER_REF_SIZE];
-  make_ref(tracker, shard, new_ref);
-  stamped_meta stamped;
-  int rc = stamp_meta(meta, meta_len, new_ref, NULL, &stamped);
-  if (rc != 0) return rc;
-
-  hark__changes changes = {0};
-  rc = hark__state_join(shard->state, owner_id(owner), topic, topic_len, key, key_len,
-                        stamped.text, stamped.len, &changes);
-  stamped_meta_free(&stamped);
-  if (rc == 0) {
-    hark__tracker_report(tracker, &changes);
-    copy_ref(ref, new_ref);
-  }
-  hark__changes_clear(&changes);
-  return rc;
+  return store_meta(tracker, shard, hark__state_join, owner, topic, topic_len, key, key_len, meta,
+                    meta_len, NULL, ref);
 }
 
 void hark_tracker_untrack(hark_tracker *tracker, const hark_subscriber *owner, const char *topic,
@@ -342,22 +358,8 @@ int hark_tracker_update(hark_tracker *tracker, const hark_subscriber *owner, con
   char prev_ref[HARK_TRACKER_REF_SIZE];
   stored_ref(&old, prev_ref);
 
-  char new_ref[HARK_TRACKER_REF_SIZE];
-  make_ref(tracker, shard, new_ref);
-  stamped_meta stamped;
-  int rc = stamp_meta(meta, meta_len, new_ref, prev_ref, &stamped);
-  if (rc != 0) return rc;
-
-  hark__changes changes = {0};
-  rc = hark__state_leave_join(shard->state, owner_id(owner), topic, topic_len, key, key_len,
-                              stamped.text, stamped.len, &changes);
-  stamped_meta_free(&stamped);
-  if (rc == 0) {
-    hark__tracker_report(tracker, &changes);
-    copy_ref(ref, new_ref);
-  }
-  hark__changes_clear(&changes);
-  return rc;
+  return store_meta(tracker, shard, hark__state_leave_join, owner, topic, topic_len, key, key_len,
+                    meta, meta_len, prev_ref, ref);
 }
 
 /* ---- reads ---- */

@@ -117,9 +117,9 @@ describe('closing after queued replies', () => {
     assert.equal(code, 0);
   });
 
-  // The server used to call uv_shutdown twice when a write callback and the
-  // flusher both found the queue empty; the second call failed and the
-  // connection was reset, so the client lost the replies and the close frame.
+  // A write callback and the flusher can both find a closing connection's
+  // queue empty. A second uv_shutdown then fails, and resetting the
+  // connection would make the client lose its replies and the close frame.
   test('a rate-limited client reads its replies and close code 1008', async () => {
     for (let round = 0; round < 10; round++) {
       const ws = new WebSocket(`${server.wsUrl}/socket/websocket?vsn=2.0.0`);
@@ -139,8 +139,8 @@ describe('closing after queued replies', () => {
 
 describe('open-file limit', () => {
   // libuv accepts and closes connections silently once the process runs out
-  // of file descriptors; harkd lowers its connection cap to fit the limit,
-  // so clients past it get a 503 instead of a dropped connection.
+  // of file descriptors. harkd lowers its connection cap to fit the limit, so
+  // clients past it get a 503 instead of a dropped connection.
   test('connections past the file limit get 503', async () => {
     const proc = spawn('/bin/sh', ['-c', `ulimit -n 120 && exec "${harkdPath}" --listen 127.0.0.1:0 --no-presence`],
       { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -169,10 +169,10 @@ describe('open-file limit', () => {
       sockets.push(socket);
       answers.push(answer);
     }
-    // The first 56 are admitted and wait for a request; the rest are told to
-    // come back later.
-    const refused = await Promise.all(answers.slice(56));
-    for (const text of refused) assert.match(text, /^HTTP\/1\.1 503 /);
+    // The first 56 are admitted and wait for a request. The rest get 503 with
+    // Retry-After.
+    const rejected = await Promise.all(answers.slice(56));
+    for (const text of rejected) assert.match(text, /^HTTP\/1\.1 503 /);
     for (const socket of sockets) socket.destroy();
     proc.kill('SIGTERM');
     const code = await new Promise((resolve) => proc.on('exit', resolve));
