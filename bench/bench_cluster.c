@@ -998,7 +998,7 @@ static latency_stats summarize(double *delays_us, size_t count) {
 static void send_latency_message(node *n, size_t seq) {
   char payload[48];
   int len = snprintf(payload, sizeof payload, "[%zu,%llu]", seq, (unsigned long long)mono_ns());
-  hark_message msg = {"m", 1, payload, (size_t)len, 0};
+  hark_message msg = {.event = "m", .event_len = 1, .payload = payload, .payload_len = (size_t)len};
   hark_pubsub_broadcast(n->pubsub, LATENCY_TOPIC, strlen(LATENCY_TOPIC), &msg, NULL);
 }
 
@@ -1022,7 +1022,7 @@ static void start_sending_call(node *n, void *arg) {
 
 static void probe_call(node *n, void *arg) {
   (void)arg;
-  hark_message msg = {"probe", 5, "{}", 2, 0};
+  hark_message msg = {.event = "probe", .event_len = 5, .payload = "{}", .payload_len = 2};
   hark_pubsub_broadcast(n->pubsub, LATENCY_TOPIC, strlen(LATENCY_TOPIC), &msg, NULL);
 }
 

@@ -8,7 +8,9 @@
  * variants.
  *
  * Threading: an instance belongs to the libuv loop it was created on, and
- * every call must be made from that loop's thread.
+ * every call must be made from that loop's thread. A node that runs several
+ * loops, one per thread, joins one instance per loop into a group (see
+ * hark_pubsub_group_create); the group then behaves as one node.
  *
  * Delivery is at-most-once and synchronous for local subscribers: every
  * dispatch has run when a broadcast call returns. */
@@ -26,7 +28,18 @@ extern "C" {
 #endif
 
 typedef struct hark_pubsub hark_pubsub;
+typedef struct hark_pubsub_group hark_pubsub_group;
 typedef struct hark_subscriber hark_subscriber;
+
+/* Slots that the dispatchers on the threads of a group share for one
+ * broadcast, so that work such as encoding a frame is done once per node
+ * rather than once per thread. A dispatcher that finds a slot empty may
+ * store a value with an atomic compare-and-swap; the value is released with
+ * the dispatcher's `release` when the broadcast is done on every thread. */
+#define HARK_MESSAGE_CACHE_SLOTS 4
+typedef struct hark_message_cache {
+  _Atomic(void *) slots[HARK_MESSAGE_CACHE_SLOTS];
+} hark_message_cache;
 
 /* A message: an event name and a payload, both byte strings that need not be
  * NUL-terminated. `binary` is set when the payload is raw bytes; otherwise it
@@ -39,6 +52,9 @@ typedef struct hark_message {
   const char *payload;
   size_t payload_len;
   int binary;
+  /* Set by the pubsub layer when the message reaches more than one thread of
+   * a group; NULL otherwise. Callers leave it NULL. */
+  hark_message_cache *cache;
 } hark_message;
 
 /* Called by the default dispatcher for each delivery. `topic` is borrowed. */
@@ -86,6 +102,9 @@ typedef struct hark_dispatcher {
   const char *name;
   hark_dispatch_fn dispatch;
   void *ctx;
+  /* Releases a value the dispatcher stored in msg->cache; may be NULL for a
+   * dispatcher that never stores one. It may run on any thread of the group. */
+  void (*release)(void *value);
 } hark_dispatcher;
 
 /* The cluster adapter interface. An adapter sends broadcasts to the other
@@ -118,9 +137,43 @@ typedef struct hark_pubsub_options {
   /* NULL means the local adapter: a node alone, for which broadcast reaches
    * local subscribers only. The struct is copied. */
   const hark_pubsub_adapter *adapter;
+  /* The group this instance joins as member `group_member`, or NULL. Every
+   * member has the same node name and registers the same dispatchers. Only
+   * member 0 may have an adapter: the other members reach other nodes
+   * through it. */
+  hark_pubsub_group *group;
+  unsigned group_member;
 } hark_pubsub_options;
 
-/* Creates an instance on `loop`. On success stores it in *out and returns 0;
+/* A group joins instances on several threads of one process into one node.
+ * A broadcast on any member reaches the subscribers of every member, through
+ * each member's loop: members that have no subscriber for the topic are not
+ * woken. Messages from one member reach another in the order they were
+ * sent. Calls that reach other nodes from a member other than 0 are passed
+ * to member 0 and return 0 at once; member 0 logs an adapter error.
+ *
+ * Creates a group of `members` instances (1 to 64). Returns 0, HARK_EINVAL
+ * or HARK_ENOMEM. */
+int hark_pubsub_group_create(hark_pubsub_group **out, unsigned members);
+
+/* Frees the group. Every member instance must be destroyed first, and each
+ * member's loop run once afterwards so that its wake-up handle closes. */
+void hark_pubsub_group_destroy(hark_pubsub_group *group);
+
+/* Runs fn(arg, 0) on the loop of member `member`, after every message this
+ * thread sent to that member before. Returns 0, or HARK_EINVAL for no such
+ * member or one whose instance is destroyed, or HARK_ENOMEM; fn has then not
+ * run and `arg` is still the caller's. A call still queued when the member's
+ * instance is destroyed runs with discard set to 1 and must only free `arg`. */
+int hark_pubsub_group_post(hark_pubsub_group *group, unsigned member,
+                           void (*fn)(void *arg, int discard), void *arg);
+
+/* The group of `ps` and its member index, or NULL and 0. */
+hark_pubsub_group *hark_pubsub_group_of(const hark_pubsub *ps);
+unsigned hark_pubsub_group_member(const hark_pubsub *ps);
+
+/* Creates an instance on `loop`. A group member must be created on its
+ * loop's thread. On success stores it in *out and returns 0;
  * otherwise returns HARK_EINVAL or HARK_ENOMEM and leaves *out untouched. An
  * adapter without its two broadcast callbacks is HARK_EINVAL. */
 int hark_pubsub_create(hark_pubsub **out, uv_loop_t *loop, const hark_pubsub_options *options);

@@ -19,21 +19,63 @@
  * nodes talk on the same topics. */
 #define PRESENCE_TRACKER_NAME "hark_presence"
 
-typedef struct harkd {
+typedef struct harkd harkd;
+
+/* A worker thread other than the main one, which is worker 0. Each has its
+ * own loop, pubsub group member and server. */
+typedef struct harkd_worker {
+  harkd *d;
+  unsigned index;
+  uv_thread_t thread;
+  uv_sem_t ready;               /* posted once the worker listens, or failed to */
+  int status;                   /* 0, or the libuv error of a failed start */
+  int running;                  /* the thread was created */
+  uv_loop_t loop;
+  hark_pubsub *pubsub;
+  hark_server *server;
+  hark_server_config config;
+} harkd_worker;
+
+struct harkd {
   harkd_options options;
   uv_loop_t *loop;
+  hark_pubsub_group *group;     /* NULL with one worker */
+  hark_server_shared *shared;
+  harkd_worker *workers;        /* [1, options.workers); index 0 unused */
   hark_pubsub *pubsub;
   hark_pubsub_adapter redis;
   hark_presence *presence;
   hark_server *server;
   uv_signal_t sigint, sigterm;
   hark_security_config security;
-} harkd;
+};
 
 static void on_shutdown_done(hark_server *server, void *arg) {
   harkd *d = arg;
   (void)server;
   uv_stop(d->loop);
+}
+
+static void on_worker_shutdown_done(hark_server *server, void *arg) {
+  harkd_worker *w = arg;
+  (void)server;
+  uv_stop(&w->loop);
+}
+
+/* Runs on a worker's thread, posted by the main thread. */
+static void worker_shutdown(void *arg, int discard) {
+  harkd_worker *w = arg;
+  if (!discard) hark_server_shutdown(w->server, on_worker_shutdown_done, w);
+}
+
+/* Tells every running worker to close its sockets and stop its loop. */
+static void stop_workers(harkd *d) {
+  for (unsigned i = 1; i < d->options.workers; i++) {
+    harkd_worker *w = &d->workers[i];
+    if (!w->running || w->status != 0) continue;
+    if (hark_pubsub_group_post(d->group, i, worker_shutdown, w) != 0)
+      HARK_ERROR("worker_stop_failed", "worker=%u", i);
+  }
 }
 
 /* Stops cleanly: the other nodes get a message to drop this node's presences
@@ -45,6 +87,7 @@ static void on_signal(uv_signal_t *handle, int signum) {
   uv_signal_stop(&d->sigterm);
   if (d->options.cluster_url && d->presence)
     hark_tracker_graceful_permdown(hark_presence_tracker(d->presence));
+  stop_workers(d);
   hark_server_shutdown(d->server, on_shutdown_done, d);
 }
 
@@ -77,7 +120,8 @@ static void choose_node_name(harkd_options *options) {
 }
 
 static int create_pubsub(harkd *d) {
-  hark_pubsub_options pubsub_options = {.node_name = d->options.node_name, .pool_size = 1};
+  hark_pubsub_options pubsub_options = {.node_name = d->options.node_name, .pool_size = 1,
+                                        .group = d->group, .group_member = 0};
   if (d->options.cluster_url) {
     hark_redis_options redis_options = {.url = d->options.cluster_url,
                                         .channel_prefix = d->options.redis_prefix,
@@ -137,9 +181,9 @@ static void log_listening(harkd *d, const char *what) {
   const hark_server_config *config = &d->options.server;
   /* IPv6 addresses are written in brackets, as --listen takes them. */
   int v6 = strchr(config->host, ':') != NULL;
-  HARK_INFO(what, "addr=%s%s%s:%d node=\"%s\" cluster=%s version=%s", v6 ? "[" : "", config->host,
-            v6 ? "]" : "", hark_server_port(d->server), d->options.node_name,
-            d->options.cluster_url ? "redis" : "none", HARK_VERSION);
+  HARK_INFO(what, "addr=%s%s%s:%d node=\"%s\" cluster=%s workers=%u version=%s", v6 ? "[" : "",
+            config->host, v6 ? "]" : "", hark_server_port(d->server), d->options.node_name,
+            d->options.cluster_url ? "redis" : "none", d->options.workers, HARK_VERSION);
 }
 
 /* Loads --config and the secrets in the environment, and decides the mode.
@@ -179,6 +223,92 @@ static void log_security_mode(const harkd *d) {
             : open ? " note=\"open mode on a non-loopback address (--insecure): anyone may connect\"" : "");
 }
 
+/* The body of a worker thread: its own loop, pubsub member and server on
+ * the shared port. It reports its start through w->ready, then serves until
+ * the main thread asks it to stop. */
+static void worker_main(void *arg) {
+  harkd_worker *w = arg;
+  hark_pubsub_options pubsub_options = {.node_name = w->d->options.node_name, .pool_size = 1,
+                                        .group = w->d->group, .group_member = w->index};
+  int rc = uv_loop_init(&w->loop);
+  if (rc != 0) {
+    w->status = rc;
+    uv_sem_post(&w->ready);
+    return;
+  }
+  rc = hark_pubsub_create(&w->pubsub, &w->loop, &pubsub_options) == 0 ? 0 : UV_ENOMEM;
+  if (rc == 0) w->server = hark_server_create(&w->loop, w->pubsub, &w->config);
+  if (rc == 0 && !w->server) rc = UV_ENOMEM;
+  if (rc == 0) rc = hark_server_listen(w->server);
+  w->status = rc;
+  uv_sem_post(&w->ready);
+
+  if (rc == 0) {
+    HARK_INFO("worker_started", "worker=%u", w->index);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    HARK_INFO("worker_stopped", "worker=%u", w->index);
+  }
+  if (w->server) hark_server_destroy(w->server);
+  if (w->pubsub) hark_pubsub_destroy(w->pubsub);
+  uv_walk(&w->loop, close_walk_cb, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&w->loop);
+}
+
+/* Starts workers 1 to N-1 on the port worker 0 bound. Returns 0, or -1 after
+ * logging the first failure. */
+static int start_workers(harkd *d) {
+  unsigned count = d->options.workers;
+  for (unsigned i = 1; i < count; i++) {
+    harkd_worker *w = &d->workers[i];
+    w->d = d;
+    w->index = i;
+    w->config = d->options.server;
+    w->config.port = hark_server_port(d->server);
+    if (uv_sem_init(&w->ready, 0) != 0) return -1;
+    int rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc == 0) {
+      w->running = 1;
+      uv_sem_wait(&w->ready);
+      rc = w->status;
+    }
+    uv_sem_destroy(&w->ready);
+    if (rc != 0) {
+      w->status = rc;
+      HARK_ERROR("startup_failed", "what=worker worker=%u error=\"%s\"", i, uv_strerror(rc));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void join_workers(harkd *d) {
+  if (!d->workers) return;
+  for (unsigned i = 1; i < d->options.workers; i++)
+    if (d->workers[i].running) uv_thread_join(&d->workers[i].thread);
+}
+
+/* Chooses the worker count and makes what the workers share. */
+static int prepare_workers(harkd *d) {
+  harkd_options *options = &d->options;
+  if (options->workers == 0) {
+    unsigned cores = uv_available_parallelism();
+    if (cores < 1) cores = 1;
+    if (cores > HARKD_MAX_WORKERS) cores = HARKD_MAX_WORKERS;
+    options->workers = cores;
+  }
+  if (options->workers == 1) return 0;
+
+  d->workers = calloc(options->workers, sizeof *d->workers);
+  d->shared = hark_server_shared_create();
+  if (!d->workers || !d->shared || hark_pubsub_group_create(&d->group, options->workers) != 0) {
+    HARK_ERROR("startup_failed", "what=workers error=\"out of memory\"");
+    return -1;
+  }
+  options->server.shared = d->shared;
+  return 0;
+}
+
 /* Descriptors kept free for Redis, files and logs. */
 #define FILE_RESERVE 64
 
@@ -204,7 +334,7 @@ static int run(harkd *d) {
   int security_status = load_security(d);
   if (security_status >= 0) return security_status;
   unsigned long long file_limit = fit_connections_to_file_limit(config);
-  if (create_pubsub(d) != 0 || create_presence(d) != 0) return 1;
+  if (prepare_workers(d) != 0 || create_pubsub(d) != 0 || create_presence(d) != 0) return 1;
   config->cluster_adapter_ctx = d->options.cluster_url ? d->redis.ctx : NULL;
   d->server = hark_server_create(d->loop, d->pubsub, config);
   if (!d->server) {
@@ -215,6 +345,10 @@ static int run(harkd *d) {
   int rc = hark_server_listen(d->server);
   if (rc != 0) {
     HARK_ERROR("listen_failed", "addr=%s:%d error=\"%s\"", config->host, config->port, uv_strerror(rc));
+    return 1;
+  }
+  if (start_workers(d) != 0) {
+    stop_workers(d);
     return 1;
   }
   check_demo_files(config);
@@ -250,6 +384,7 @@ int main(int argc, char **argv) {
   if (status >= 0) return status;
 
   status = run(&d);
+  join_workers(&d);
 
   /* Tear down in reverse order. The pubsub goes last but one: destroying it
    * closes the Redis connections after their queued commands are written.
@@ -263,5 +398,8 @@ int main(int argc, char **argv) {
     uv_run(d.loop, UV_RUN_DEFAULT);
     uv_loop_close(d.loop);
   }
+  hark_pubsub_group_destroy(d.group);
+  hark_server_shared_free(d.shared);
+  free(d.workers);
   return status;
 }

@@ -29,6 +29,7 @@ static const char usage_text[] =
     "  --max-body-bytes N           largest HTTP request body, in bytes (1048576)\n"
     "  --max-output-bytes N         bytes queued for a socket that reads too slowly before\n"
     "                               it is closed (16777216)\n"
+    "  --workers N                  threads that serve connections (the number of cores)\n"
     "  --max-connections N          open connections in total (100000)\n"
     "  --max-connections-per-ip N   open connections from one client address (1000)\n"
     "  --web-root DIR               folder of the demo page (default: the source tree's web/)\n"
@@ -92,6 +93,7 @@ static const number_flag number_flags[] = {
     {"max-connections", 1, 10000000, "connections", FIELD(server.max_connections), KIND_SIZE},
     {"max-connections-per-ip", 1, 10000000, "connections", FIELD(server.max_connections_per_ip), KIND_SIZE},
     {"pool-size", 1, 1024, "shards", FIELD(pool_size), KIND_UNSIGNED},
+    {"workers", 1, HARKD_MAX_WORKERS, "threads", FIELD(workers), KIND_UNSIGNED},
     {"broadcast-period-ms", 1, 3600000, "milliseconds", FIELD(replication.broadcast_period_ms), KIND_U64},
     {"max-silent-periods", 1, 1000000, "periods", FIELD(replication.max_silent_periods), KIND_UNSIGNED},
     {"down-period-ms", 1, 86400000, "milliseconds", FIELD(replication.down_period_ms), KIND_U64},

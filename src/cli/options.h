@@ -10,6 +10,7 @@
 
 #define HARKD_EXIT_USAGE 2
 #define HARKD_MAX_PRESENCE_PATTERNS 64
+#define HARKD_MAX_WORKERS 64
 
 typedef struct harkd_options {
   hark_server_config server;            /* strings point into argv or this struct */
@@ -20,6 +21,7 @@ typedef struct harkd_options {
   const char *redis_prefix;
   int redis_sharded;
   unsigned pool_size;                   /* tracker shards */
+  unsigned workers;                     /* threads; 0 until chosen: the number of cores */
   hark_tracker_replication_options replication;
   const char *presence_patterns[HARKD_MAX_PRESENCE_PATTERNS];
   size_t presence_pattern_count;

@@ -109,9 +109,9 @@ static void dispatch_partition(hark_pubsub *ps, hark__topic *topic, hark__partit
 /* Calls the dispatcher once per partition that has entries for the topic.
  * The topic is pinned meanwhile, because callbacks may remove its last
  * entry. */
-static void dispatch_local(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
-                           size_t topic_len, const hark_message *msg,
-                           const hark_dispatcher *dispatcher) {
+void hark__dispatch_local(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
+                          size_t topic_len, const hark_message *msg,
+                          const hark_dispatcher *dispatcher) {
   uint64_t hash = hark__hash_bytes(topic, topic_len);
   hark__topic *record = hark__topic_map_find(&ps->topics, topic, topic_len, hash);
   if (record == NULL) return;
@@ -154,6 +154,16 @@ static int adapter_result(int rc) {
   return rc < 0 ? rc : HARK_EADAPTER;
 }
 
+/* Delivers on this instance and, in a group, on the other members. */
+static void dispatch_everywhere(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
+                                size_t topic_len, const hark_message *msg,
+                                const hark_dispatcher *dispatcher, int uplink) {
+  if (ps->group != NULL)
+    hark__group_dispatch(ps, from, topic, topic_len, msg, dispatcher, uplink, NULL);
+  else
+    hark__dispatch_local(ps, from, topic, topic_len, msg, dispatcher);
+}
+
 static int broadcast_common(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
                             size_t topic_len, const hark_message *msg,
                             const hark_dispatcher *requested) {
@@ -170,7 +180,9 @@ static int broadcast_common(hark_pubsub *ps, const hark_subscriber *from, const 
         ps->adapter.broadcast(ps->adapter.ctx, topic, topic_len, msg, dispatcher->name));
     if (rc != HARK_OK) return rc;
   }
-  dispatch_local(ps, from, topic, topic_len, msg, dispatcher);
+  /* A member other than 0 has no adapter of its own: member 0 sends for it. */
+  int uplink = ps->group != NULL && ps->group_member != 0;
+  dispatch_everywhere(ps, from, topic, topic_len, msg, dispatcher, uplink);
   return HARK_OK;
 }
 
@@ -182,7 +194,7 @@ static int local_broadcast_common(hark_pubsub *ps, const hark_subscriber *from, 
   const hark_dispatcher *dispatcher = requested != NULL ? requested : &ps->default_dispatcher;
   if (dispatcher->dispatch == NULL) return HARK_EINVAL;
 
-  dispatch_local(ps, from, topic, topic_len, msg, dispatcher);
+  dispatch_everywhere(ps, from, topic, topic_len, msg, dispatcher, 0);
   return HARK_OK;
 }
 
@@ -218,6 +230,11 @@ int hark_pubsub_direct_broadcast(hark_pubsub *ps, const char *node_name, const c
   if (strcmp(node_name, ps->node_name) == 0) {
     return local_broadcast_common(ps, NULL, topic, topic_len, msg, dispatcher);
   }
+  if (ps->group != NULL && ps->group_member != 0) {
+    const hark_dispatcher *resolved = dispatcher != NULL ? dispatcher : &ps->default_dispatcher;
+    hark__group_dispatch(ps, NULL, topic, topic_len, msg, resolved, 1, node_name);
+    return HARK_OK;
+  }
   if (!ps->has_adapter) return HARK_OK;
 
   const hark_dispatcher *resolved;
@@ -236,6 +253,6 @@ int hark_pubsub_local_dispatch(hark_pubsub *ps, const char *topic, size_t topic_
   const hark_dispatcher *dispatcher = hark_pubsub_find_dispatcher(ps, dispatcher_name);
   if (dispatcher == NULL) return HARK_EINVAL;
 
-  dispatch_local(ps, NULL, topic, topic_len, msg, dispatcher);
+  dispatch_everywhere(ps, NULL, topic, topic_len, msg, dispatcher, 0);
   return HARK_OK;
 }

@@ -110,6 +110,8 @@ struct hark_pubsub {
   hark__topic_map topics;    /* owns the topic records */
   hark__sub_state *states;   /* owns every subscriber state of this instance */
   hark__dispatch_frame *frame;
+  hark_pubsub_group *group;  /* NULL, or the group this instance is a member of */
+  unsigned group_member;
 };
 
 /* Registry operations (registry.c). */
@@ -121,6 +123,23 @@ void hark__topic_unpin(hark_pubsub *ps, hark__topic *topic);
 void hark__default_dispatch(void *ctx, const char *topic, size_t topic_len,
                             const hark_dispatch_entry *entries, size_t count,
                             const hark_subscriber *from, const hark_message *msg);
+
+/* Dispatches to this instance's subscribers only (dispatch.c). */
+void hark__dispatch_local(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
+                          size_t topic_len, const hark_message *msg,
+                          const hark_dispatcher *dispatcher);
+
+/* Groups (group.c). join registers `ps` as a member; leave unregisters it
+ * and drops the messages queued for it. interest records that the member
+ * gained (added = 1) or lost its first or last subscriber to a topic.
+ * group_dispatch delivers on this member and on every other member with a
+ * subscriber, and with `uplink` also sends through member 0's adapter. */
+int hark__group_join(hark_pubsub *ps, hark_pubsub_group *group, unsigned index);
+void hark__group_leave(hark_pubsub *ps);
+void hark__group_interest(hark_pubsub *ps, const char *topic, size_t len, int added);
+void hark__group_dispatch(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
+                          size_t topic_len, const hark_message *msg,
+                          const hark_dispatcher *dispatcher, int uplink, const char *node_name);
 
 uint64_t hark__hash_bytes(const char *bytes, size_t len);
 

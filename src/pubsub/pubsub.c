@@ -13,6 +13,9 @@ static int check_options(uv_loop_t *loop, const hark_pubsub_options *options) {
   if (options->node_name == NULL || options->node_name[0] == '\0') return HARK_EINVAL;
   if (options->pool_size > MAX_POOL_SIZE) return HARK_EINVAL;
 
+  if (options->group != NULL && options->adapter != NULL && options->group_member != 0)
+    return HARK_EINVAL;
+
   const hark_pubsub_adapter *adapter = options->adapter;
   if (adapter != NULL && (adapter->broadcast == NULL || adapter->direct_broadcast == NULL)) {
     return HARK_EINVAL;
@@ -40,6 +43,15 @@ int hark_pubsub_create(hark_pubsub **out, uv_loop_t *loop, const hark_pubsub_opt
   ps->default_dispatcher = (hark_dispatcher){
       .name = "default", .dispatch = hark__default_dispatch, .ctx = ps};
   if (hark_pubsub_register_dispatcher(ps, &ps->default_dispatcher) != HARK_OK) goto fail;
+  if (options->group != NULL) {
+    rc = hark__group_join(ps, options->group, options->group_member);
+    if (rc != HARK_OK) {
+      free(ps->dispatchers);
+      free(ps->node_name);
+      free(ps);
+      return rc;
+    }
+  }
 
   /* The adapter learns its instance last, when the instance is complete, so
    * it may deliver received messages from then on. */
@@ -61,6 +73,7 @@ void hark_pubsub_destroy(hark_pubsub *ps) {
   /* The adapter goes first, while the instance still works, so that its
    * destroy may unsubscribe its own subscribers. */
   if (ps->has_adapter && ps->adapter.destroy != NULL) ps->adapter.destroy(ps->adapter.ctx);
+  if (ps->group != NULL) hark__group_leave(ps);
 
   hark__registry_free(ps);
   free(ps->dispatchers);

@@ -123,7 +123,9 @@ void hark__topic_unpin(hark_pubsub *ps, hark__topic *topic) {
 static void topic_after_removal(hark_pubsub *ps, hark__topic *topic) {
   if (topic->live != 0) return;
 
-  if (ps->has_adapter && ps->adapter.topic_removed != NULL) {
+  if (ps->group != NULL) {
+    hark__group_interest(ps, topic->name, topic->len, 0);
+  } else if (ps->has_adapter && ps->adapter.topic_removed != NULL) {
     topic->pins++;
     ps->adapter.topic_removed(ps->adapter.ctx, topic->name, topic->len);
     topic->pins--;
@@ -262,7 +264,9 @@ int hark_pubsub_subscribe(hark_pubsub *ps, hark_subscriber *sub, const char *top
   if (reserve_entry(&record->parts[st->partition]) != HARK_OK) goto fail;
 
   append_entry(record, st, metadata);
-  if (record->live == 1 && ps->has_adapter && ps->adapter.topic_added != NULL) {
+  if (record->live == 1 && ps->group != NULL) {
+    hark__group_interest(ps, record->name, record->len, 1);
+  } else if (record->live == 1 && ps->has_adapter && ps->adapter.topic_added != NULL) {
     ps->adapter.topic_added(ps->adapter.ctx, record->name, record->len);
   }
   return HARK_OK;

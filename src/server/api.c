@@ -107,11 +107,111 @@ done:
   hark_buf_free(&event);
 }
 
+/* ---- Answers from the home worker ----
+ *
+ * The tracker and the Redis link live on the home worker. Another worker
+ * passes a request for them to the home as a call, which computes the body
+ * there and comes back to answer. The call has one owner at a time: the
+ * home while it computes, then the worker. */
+typedef enum api_call_kind { CALL_PRESENCE, CALL_CLUSTER } api_call_kind;
+
+struct hark_api_call {
+  api_call_kind kind;
+  hark_conn *conn;               /* NULL once the connection closed; worker thread only */
+  const hark_server_config *config;
+  hark_pubsub_group *group;
+  unsigned worker;
+  hark_buf topic;
+  hark_buf body;                 /* computed on the home */
+  int ok;
+};
+
+static int build_cluster(const hark_server_config *config, hark_buf *out);
+
+static int build_presence(const hark_server_config *config, const hark_buf *topic, hark_buf *out) {
+  size_t len;
+  char *list = hark_presence_list(config->presence, topic->data, topic->len, &len);
+  int rc = list ? hark_buf_append(out, list, len) : -1;
+  free(list);
+  return rc;
+}
+
+static void respond_computed(hark_conn *conn, int ok, const hark_buf *body) {
+  if (ok) hark_http_respond(conn, 200, "application/json", body->data, body->len, NULL);
+  else hark_http_respond_error(conn, 503, "out of memory", NULL);
+}
+
+static void api_call_free(struct hark_api_call *call) {
+  hark_buf_free(&call->topic);
+  hark_buf_free(&call->body);
+  free(call);
+}
+
+static void run_answer(void *arg, int discard) {
+  struct hark_api_call *call = arg;
+  hark_conn *conn = call->conn;
+  if (!discard && conn) {
+    conn->answer = NULL;
+    respond_computed(conn, call->ok, &call->body);
+    hark_http_resume(conn);
+  }
+  api_call_free(call);
+}
+
+static void run_on_home(void *arg, int discard) {
+  struct hark_api_call *call = arg;
+  if (discard) {
+    api_call_free(call);
+    return;
+  }
+  int rc = call->kind == CALL_PRESENCE ? build_presence(call->config, &call->topic, &call->body)
+                                       : build_cluster(call->config, &call->body);
+  call->ok = rc == 0;
+  if (hark_pubsub_group_post(call->group, call->worker, run_answer, call) != 0) api_call_free(call);
+}
+
+void hark_api_forget_answer(hark_conn *conn) {
+  if (conn->answer) conn->answer->conn = NULL;
+  conn->answer = NULL;
+  conn->awaiting_answer = 0;
+}
+
+/* Answers from this worker when it is the home, or asks the home. Takes
+ * over `topic`. */
+static void answer_from_home(hark_conn *conn, api_call_kind kind, hark_buf *topic) {
+  const hark_server_config *config = &conn->server->config;
+  if (conn->server->is_home) {
+    hark_buf body = {0};
+    int rc = kind == CALL_PRESENCE ? build_presence(config, topic, &body) : build_cluster(config, &body);
+    respond_computed(conn, rc == 0, &body);
+    hark_buf_free(&body);
+    hark_buf_free(topic);
+    return;
+  }
+
+  struct hark_api_call *call = calloc(1, sizeof *call);
+  if (!call) {
+    hark_buf_free(topic);
+    hark_http_respond_error(conn, 503, "out of memory", NULL);
+    return;
+  }
+  *call = (struct hark_api_call){.kind = kind, .conn = conn, .config = config,
+                                 .group = hark_pubsub_group_of(conn->server->pubsub),
+                                 .worker = conn->server->worker, .topic = *topic};
+  *topic = (hark_buf){0};
+  if (hark_pubsub_group_post(call->group, 0, run_on_home, call) != 0) {
+    api_call_free(call);
+    hark_http_respond_error(conn, 503, "the home worker is not running", NULL);
+    return;
+  }
+  conn->answer = call;
+  conn->awaiting_answer = 1;
+}
+
 /* GET /api/presence/TOPIC: the topic's presences, {} for an unknown topic.
  * The topic is percent-decoded, so "room%3A1" and "room:1" are the same. */
 static void handle_presence(hark_conn *conn, const char *encoded, size_t encoded_len) {
-  hark_presence *presence = conn->server->config.presence;
-  if (!presence) {
+  if (!conn->server->config.presence) {
     hark_http_respond_error(conn, 404, "presence is not enabled", NULL);
     return;
   }
@@ -122,12 +222,7 @@ static void handle_presence(hark_conn *conn, const char *encoded, size_t encoded
     hark_buf_free(&topic);
     return;
   }
-  size_t len;
-  char *list = hark_presence_list(presence, topic.data, topic.len, &len);
-  if (list) hark_http_respond(conn, 200, "application/json", list, len, NULL);
-  else hark_http_respond_error(conn, 503, "out of memory", NULL);
-  free(list);
-  hark_buf_free(&topic);
+  answer_from_home(conn, CALL_PRESENCE, &topic);
 }
 
 static void append_replica(void *ctx, unsigned shard, const char *name, uint64_t vsn,
@@ -171,25 +266,25 @@ static void append_cluster_counters(hark_buf *out, const hark_server_config *con
   }
 }
 
-/* Serves GET /api/cluster: this node, its Redis link, and the replicas it
- * has seen, with their status and when each was last heard from. */
-static void handle_cluster(hark_conn *conn) {
-  const hark_server_config *config = &conn->server->config;
+/* The body of GET /api/cluster: this node, its Redis link, and the
+ * replicas it has seen, with their status and when each was last heard
+ * from. Runs on the home worker. Returns 0 or -1 (out of memory). */
+static int build_cluster(const hark_server_config *config, hark_buf *out) {
   const char *node = config->node_name ? config->node_name : "";
-  hark_buf out = {0};
-  hark_buf_append_str(&out, "{\"node\":");
-  hark_json_append_string(&out, node, strlen(node));
-  hark_buf_printf(&out, ",\"cluster\":%s", config->cluster_adapter_ctx ? "\"redis\"" : "null");
-  append_cluster_counters(&out, config);
+  hark_buf_append_str(out, "{\"node\":");
+  hark_json_append_string(out, node, strlen(node));
+  hark_buf_printf(out, ",\"cluster\":%s", config->cluster_adapter_ctx ? "\"redis\"" : "null");
+  append_cluster_counters(out, config);
 
-  hark_buf_append_str(&out, ",\"replicas\":[");
+  hark_buf_append_str(out, ",\"replicas\":[");
   if (config->presence)
-    hark_tracker_replicas(hark_presence_tracker(config->presence), append_replica, &out);
-  int rc = hark_buf_append_str(&out, "]}");
+    hark_tracker_replicas(hark_presence_tracker(config->presence), append_replica, out);
+  return hark_buf_append_str(out, "]}");
+}
 
-  if (rc == 0) hark_http_respond(conn, 200, "application/json", out.data, out.len, NULL);
-  else hark_http_respond_error(conn, 503, "out of memory", NULL);
-  hark_buf_free(&out);
+static void handle_cluster(hark_conn *conn) {
+  hark_buf none = {0};
+  answer_from_home(conn, CALL_CLUSTER, &none);
 }
 
 static const char *content_type_for(const char *name) {

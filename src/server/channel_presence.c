@@ -4,6 +4,7 @@
  * {"online_at": <unix ms>}, plus the presence claim of its token, plus the
  * "meta" object of its join payload, in that order of precedence. */
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +89,7 @@ static void meta_limits(const hark_topic_rule *rule, int *client_meta, size_t *m
 static int find_client_meta(const hark_topic_rule *rule, const char *payload, size_t payload_len,
                             int meta_required, const char **value, size_t *value_len,
                             const char **reason) {
-  static char too_large[64];
+  static _Thread_local char too_large[64];
   int client_meta;
   size_t max_bytes;
   meta_limits(rule, &client_meta, &max_bytes);
@@ -107,7 +108,8 @@ static int find_client_meta(const hark_topic_rule *rule, const char *payload, si
     return -1;
   }
   if (found == 1 && *value_len > max_bytes) {
-    /* One loop thread serves every socket, so one buffer is enough. */
+    /* Each worker thread handles one message at a time, so one buffer per
+     * thread is enough. */
     snprintf(too_large, sizeof too_large, "meta is larger than %zu bytes", max_bytes);
     *reason = too_large;
     return -1;
@@ -169,31 +171,180 @@ void hark_channel_presence_discard(hark_presence_join *join) {
   join->meta = NULL;
 }
 
-void hark_channel_presence_start(hark_channel *ch, hark_presence_join *join) {
-  hark_presence *presence = ch->conn->server->config.presence;
+/* ---- Presence on another worker ----
+ *
+ * The tracker lives on the home worker. A channel on another worker is
+ * tracked there under a ticket: the ticket's `owner` is the tracker owner,
+ * and `ch` leads back to the channel. Calls go to the home and replies come
+ * back through the pubsub group, in order, so the presence_state of a join
+ * reaches the channel before the presence_diff of its own track. No call
+ * blocks the worker: each is a post to the home's mailbox. */
+struct hark_presence_ticket {
+  atomic_uint refs;              /* the channel's, plus one per call in flight */
+  hark_subscriber owner;
+  hark_channel *ch;              /* read and cleared on the channel's thread only */
+  unsigned worker;               /* the channel's group member */
+};
 
-  /* The state goes out before the track, so it lists everyone but this
-   * socket, and the joiner then learns of itself from the presence_diff
-   * that every subscriber gets. */
+typedef enum presence_call_kind { CALL_TRACK, CALL_UPDATE, CALL_UNTRACK, CALL_STATE } presence_call_kind;
+
+/* One call to the home, or the state going back. Owns its strings and one
+ * ticket reference. */
+typedef struct presence_call {
+  presence_call_kind kind;
+  hark_presence_ticket *ticket;
+  hark_presence *presence;
+  hark_pubsub_group *group;
+  char *topic, *key, *meta;      /* malloc'd; meta is the state list for CALL_STATE */
+  size_t topic_len, key_len, meta_len;
+} presence_call;
+
+static void ticket_unref(hark_presence_ticket *ticket) {
+  if (atomic_fetch_sub_explicit(&ticket->refs, 1, memory_order_acq_rel) == 1) free(ticket);
+}
+
+static void call_free(presence_call *call) {
+  ticket_unref(call->ticket);
+  free(call->topic);
+  free(call->key);
+  free(call->meta);
+  free(call);
+}
+
+static void run_call(void *arg, int discard);
+
+/* Posts `call` to `member`; on failure logs and frees it. */
+static void post_call(presence_call *call, unsigned member) {
+  int rc = hark_pubsub_group_post(call->group, member, run_call, call);
+  if (rc == 0) return;
+  HARK_ERROR("presence_call_failed", "kind=%d member=%u error=\"%s\"", (int)call->kind, member,
+             hark_strerror(rc));
+  call_free(call);
+}
+
+/* On the home: lists the topic for the joiner, sends the list back, then
+ * tracks. */
+static void home_track(presence_call *call) {
+  size_t len = 0;
+  char *list = hark_presence_list(call->presence, call->topic, call->topic_len, &len);
+  presence_call *state = calloc(1, sizeof *state);
+  if (list && state) {
+    atomic_fetch_add_explicit(&call->ticket->refs, 1, memory_order_relaxed);
+    *state = (presence_call){.kind = CALL_STATE, .ticket = call->ticket, .group = call->group,
+                             .meta = list, .meta_len = len};
+    post_call(state, call->ticket->worker);
+  } else {
+    free(list);
+    free(state);
+  }
+
+  int rc = hark_presence_track(call->presence, &call->ticket->owner, call->topic, call->topic_len,
+                               call->key, call->key_len, call->meta, call->meta_len, NULL);
+  if (rc != 0)
+    HARK_ERROR("presence_track_failed", "worker=%u error=\"%s\"", call->ticket->worker,
+               hark_strerror(rc));
+}
+
+static void run_call(void *arg, int discard) {
+  presence_call *call = arg;
+  if (!discard) {
+    int rc = 0;
+    switch (call->kind) {
+    case CALL_TRACK: home_track(call); break;
+    case CALL_UPDATE:
+      rc = hark_presence_update(call->presence, &call->ticket->owner, call->topic, call->topic_len,
+                                call->key, call->key_len, call->meta, call->meta_len, NULL);
+      break;
+    case CALL_UNTRACK: hark_presence_untrack_all(call->presence, &call->ticket->owner); break;
+    case CALL_STATE:
+      /* Runs on the channel's thread, the only one that touches ch. */
+      if (call->ticket->ch)
+        hark_channel_push(call->ticket->ch, "presence_state", call->meta, call->meta_len);
+      break;
+    }
+    if (rc != 0)
+      HARK_WARN("presence_update_failed", "worker=%u error=\"%s\"", call->ticket->worker,
+                hark_strerror(rc));
+  }
+  call_free(call);
+}
+
+/* Builds a call to the home for channel `ch`, taking a ticket reference and
+ * copies of the strings. Returns NULL when out of memory. */
+static presence_call *call_new(hark_channel *ch, presence_call_kind kind, const char *key,
+                               size_t key_len, const char *meta) {
+  presence_call *call = calloc(1, sizeof *call);
+  if (!call) return NULL;
+  *call = (presence_call){.kind = kind, .ticket = ch->ticket,
+                          .presence = ch->conn->server->config.presence,
+                          .group = hark_pubsub_group_of(ch->conn->server->pubsub),
+                          .topic_len = ch->topic_len, .key_len = key_len,
+                          .meta_len = meta ? strlen(meta) : 0};
+  atomic_fetch_add_explicit(&ch->ticket->refs, 1, memory_order_relaxed);
+  call->topic = malloc(ch->topic_len + 1);
+  call->key = key ? malloc(key_len + 1) : NULL;
+  call->meta = meta ? strdup(meta) : NULL;
+  if (!call->topic || (key && !call->key) || (meta && !call->meta)) {
+    call_free(call);
+    return NULL;
+  }
+  memcpy(call->topic, ch->topic, ch->topic_len + 1);
+  if (key) memcpy(call->key, key, key_len);
+  return call;
+}
+
+/* Tracks a channel of a worker other than the home through a ticket.
+ * Returns 0 or -1 (out of memory). */
+static int start_remote(hark_channel *ch, hark_presence_join *join) {
+  hark_presence_ticket *ticket = calloc(1, sizeof *ticket);
+  if (!ticket) return -1;
+  atomic_init(&ticket->refs, 1);
+  ticket->ch = ch;
+  ticket->worker = ch->conn->server->worker;
+  ch->ticket = ticket;
+
+  presence_call *call = call_new(ch, CALL_TRACK, join->key.data, join->key.len, join->meta);
+  if (!call) {
+    ch->ticket = NULL;
+    ticket_unref(ticket);
+    return -1;
+  }
+  post_call(call, 0);
+  return 0;
+}
+
+/* On the home: pushes the state, then tracks, so the state lists everyone
+ * but this socket, and the joiner then learns of itself from the
+ * presence_diff that every subscriber gets. */
+static int start_local(hark_channel *ch, hark_presence_join *join) {
+  hark_presence *presence = ch->conn->server->config.presence;
   size_t list_len;
   char *list = hark_presence_list(presence, ch->topic, ch->topic_len, &list_len);
   if (list) hark_channel_push(ch, "presence_state", list, list_len);
   free(list);
 
+  int rc = hark_presence_track(presence, &ch->sub, ch->topic, ch->topic_len, join->key.data,
+                               join->key.len, join->meta, strlen(join->meta), NULL);
+  if (rc != 0)
+    HARK_ERROR("presence_track_failed", "conn=%llu error=\"%s\"", (unsigned long long)ch->conn->id,
+               hark_strerror(rc));
+  return rc == 0 ? 0 : -1;
+}
+
+void hark_channel_presence_start(hark_channel *ch, hark_presence_join *join) {
   json_t *parsed = json_loads(join->meta, 0, NULL);
   json_t *online_at = parsed ? json_object_get(parsed, "online_at") : NULL;
   ch->online_at = online_at ? (uint64_t)json_integer_value(online_at) : unix_ms();
   json_decref(parsed);
 
-  int rc = hark_presence_track(presence, &ch->sub, ch->topic, ch->topic_len, join->key.data,
-                               join->key.len, join->meta, strlen(join->meta), NULL);
+  int rc = ch->conn->server->is_home ? start_local(ch, join) : start_remote(ch, join);
   if (rc == 0) {
     ch->presence_key = join->key.data;
     ch->presence_key_len = join->key.len;
     join->key = (hark_buf){0};
-  } else {
-    HARK_ERROR("presence_track_failed", "conn=%llu error=\"%s\"", (unsigned long long)ch->conn->id,
-               hark_strerror(rc));
+  } else if (!ch->conn->server->is_home) {
+    HARK_ERROR("presence_track_failed", "conn=%llu error=\"out of memory\"",
+               (unsigned long long)ch->conn->id);
   }
   hark_channel_presence_discard(join);
 }
@@ -204,16 +355,33 @@ const char *hark_channel_presence_update(hark_channel *ch, const char *payload, 
   const char *reason = NULL;
   char *meta = build_meta(ch->online_at, ch->conn->claims, ch->rule, payload, payload_len, 1, &reason);
   if (!meta) return reason;
-  int rc = hark_presence_update(ch->conn->server->config.presence, &ch->sub, ch->topic,
-                                ch->topic_len, ch->presence_key, ch->presence_key_len, meta,
-                                strlen(meta), NULL);
+  int rc = 0;
+  if (ch->ticket) {
+    presence_call *call = call_new(ch, CALL_UPDATE, ch->presence_key, ch->presence_key_len, meta);
+    if (call) post_call(call, 0);
+    else rc = HARK_ENOMEM;
+  } else {
+    rc = hark_presence_update(ch->conn->server->config.presence, &ch->sub, ch->topic,
+                              ch->topic_len, ch->presence_key, ch->presence_key_len, meta,
+                              strlen(meta), NULL);
+  }
   free(meta);
   return rc == 0 ? NULL : hark_strerror(rc);
 }
 
 void hark_channel_presence_leave(hark_channel *ch) {
   if (!ch->presence_key) return;
-  hark_presence_untrack_all(ch->conn->server->config.presence, &ch->sub);
+  if (ch->ticket) {
+    presence_call *call = call_new(ch, CALL_UNTRACK, NULL, 0, NULL);
+    if (call) post_call(call, 0);
+    else HARK_ERROR("presence_untrack_failed", "conn=%llu error=\"out of memory\"",
+                    (unsigned long long)ch->conn->id);
+    ch->ticket->ch = NULL;
+    ticket_unref(ch->ticket);
+    ch->ticket = NULL;
+  } else {
+    hark_presence_untrack_all(ch->conn->server->config.presence, &ch->sub);
+  }
   free(ch->presence_key);
   ch->presence_key = NULL;
 }

@@ -438,6 +438,37 @@ static hark_shared_bytes *encode_broadcast(int kind, const char *topic, size_t t
   return frame;
 }
 
+/* Returns the frame of `kind` for a broadcast, with one reference for the
+ * caller. When the message reaches several worker threads, the first one
+ * to need a kind encodes it and stores it in the message's cache, and the
+ * others take a reference to the same bytes. */
+static hark_shared_bytes *shared_frame(int kind, const char *topic, size_t topic_len,
+                                       const hark_message *msg) {
+  _Atomic(void *) *slot = msg->cache ? &msg->cache->slots[kind] : NULL;
+  hark_shared_bytes *cached = slot ? atomic_load_explicit(slot, memory_order_acquire) : NULL;
+  if (cached) return hark_shared_bytes_ref(cached);
+
+  hark_shared_bytes *frame = encode_broadcast(kind, topic, topic_len, msg);
+  if (!frame) {
+    HARK_ERROR("broadcast_encode_failed", "kind=%d topic_bytes=%zu", kind, topic_len);
+    return NULL;
+  }
+  if (!slot) return frame;
+
+  /* The cache keeps one reference of its own. Losing the race means another
+   * thread stored its frame first: use that one. */
+  void *expected = NULL;
+  hark_shared_bytes_ref(frame);
+  if (atomic_compare_exchange_strong_explicit(slot, &expected, frame, memory_order_acq_rel,
+                                              memory_order_acquire))
+    return frame;
+  hark_shared_bytes_unref(frame);
+  hark_shared_bytes_unref(frame);
+  return hark_shared_bytes_ref(expected);
+}
+
+static void release_cached_frame(void *value) { hark_shared_bytes_unref(value); }
+
 /* The fastlane: every subscriber here is a channel (its metadata). The frame
  * for each serializer is encoded at most once per call and the same bytes are
  * queued on every socket. V1 sockets cannot receive binary payloads and are
@@ -458,9 +489,7 @@ static void fastlane_dispatch(void *ctx, const char *topic, size_t topic_len,
 
     if (!tried[kind]) {
       tried[kind] = 1;
-      frames[kind] = encode_broadcast(kind, topic, topic_len, msg);
-      if (!frames[kind])
-        HARK_ERROR("broadcast_encode_failed", "kind=%d topic_bytes=%zu", kind, topic_len);
+      frames[kind] = shared_frame(kind, topic, topic_len, msg);
     }
     if (frames[kind]) hark_conn_send(conn, hark_shared_bytes_ref(frames[kind]));
   }
@@ -472,5 +501,6 @@ void hark_channels_init_dispatcher(hark_server *server) {
   server->fastlane.name = HARK_CHANNELS_DISPATCHER;
   server->fastlane.dispatch = fastlane_dispatch;
   server->fastlane.ctx = server;
+  server->fastlane.release = release_cached_frame;
   hark_pubsub_register_dispatcher(server->pubsub, &server->fastlane);
 }

@@ -4,6 +4,8 @@
 #define HARK_SERVER_CONN_H
 
 #include <llhttp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -44,6 +46,7 @@ typedef struct hark_http_request {
 } hark_http_request;
 
 typedef struct hark_channel hark_channel;
+typedef struct hark_presence_ticket hark_presence_ticket;
 
 /* The demo page's files, read once and kept while their size and mtime stay
  * the same, so serving them costs a stat and no copy. */
@@ -76,6 +79,10 @@ typedef struct hark_conn {
   /* HTTP state; NULL once upgraded. */
   hark_http_request *request;
   int close_after_response;
+  /* The request is answered by another worker: reading is paused, and
+   * `answer` (owned by the call in flight) leads back here. */
+  int awaiting_answer;
+  struct hark_api_call *answer;
 
   /* WebSocket state. */
   hark_ws_parser ws;
@@ -117,6 +124,9 @@ struct hark_channel {
   char *presence_key;
   size_t presence_key_len;
   uint64_t online_at;
+  /* On a worker other than the home: the channel's presence on the home
+   * (one reference owned by the channel), or NULL. */
+  hark_presence_ticket *ticket;
   /* The topic's policy rule (owned by the server's security config), or
    * NULL when the server has none, and whether the channel token of the
    * join allows publishing here. */
@@ -128,8 +138,22 @@ struct hark_channel {
   char topic[];                 /* owned, NUL-terminated */
 };
 
+struct hark_server_shared {
+  pthread_mutex_t lock;          /* guards ip_counts and the log window */
+  hark_ip_table ip_counts;
+  uint64_t log_window_ms;        /* start of the current one-second window */
+  unsigned log_lines, log_suppressed;
+  atomic_size_t connections;     /* open on every worker */
+};
+
 struct hark_server {
   uv_loop_t *loop;
+  /* The group member index of this worker, and whether it owns presence:
+   * worker 0, or the only server. */
+  unsigned worker;
+  int is_home;
+  hark_server_shared *shared;            /* config.shared, or &own_shared */
+  hark_server_shared own_shared;
   hark_pubsub *pubsub;
   hark_server_config config;
   uv_tcp_t listener;
@@ -141,14 +165,11 @@ struct hark_server {
   hark_conn *conns;
   hark_conn *dirty;
   uint64_t next_conn_id;
-  size_t conn_count;
-  hark_ip_table ip_counts;
+  size_t conn_count;                     /* on this worker */
   hark_static_file static_files[HARK_STATIC_CACHE_SLOTS];
   llhttp_settings_t http_settings;
   hark_dispatcher fastlane;
   char read_buffer[65536];               /* shared by every read callback */
-  uint64_t log_window_ms;                /* start of the current one-second window */
-  unsigned log_lines, log_suppressed;
   int shutting_down;
   void (*shutdown_done)(hark_server *server, void *arg);
   void *shutdown_arg;
@@ -170,6 +191,11 @@ int hark_server_log_allowed(hark_server *server);
  * payloads are unmasked in place. */
 void hark_conn_feed(hark_conn *conn, char *data, size_t len);
 
+/* Stops and restarts reading from the socket, for a request that waits for
+ * an answer from another worker. */
+void hark_conn_pause_reading(hark_conn *conn);
+void hark_conn_resume_reading(hark_conn *conn);
+
 /* Creates a connection with no socket behind it, for fuzzing and tests: feed
  * it with hark_conn_feed; its output fails to write and closes it. */
 hark_conn *hark_conn_create_detached(hark_server *server);
@@ -187,6 +213,9 @@ void hark_http_settings_init(llhttp_settings_t *settings);
 int hark_http_start(hark_conn *conn);
 void hark_http_free(hark_conn *conn);
 void hark_http_on_data(hark_conn *conn, char *data, size_t len);
+/* Goes on after the answer to a request that set awaiting_answer was
+ * queued: ends the request and parses the input that followed it. */
+void hark_http_resume(hark_conn *conn);
 int hark_http_respond(hark_conn *conn, int status, const char *content_type, const char *body,
                       size_t body_len, const char *extra_headers);
 int hark_http_respond_error(hark_conn *conn, int status, const char *message,
@@ -215,6 +244,8 @@ int hark_api_key_accepted(hark_conn *conn, const char *path, size_t len);
 
 /* The HTTP API and static files (api.c); returns 1 when a route matched. */
 int hark_api_route(hark_conn *conn, int method, const char *path, size_t path_len);
+/* Forgets the answer a closing connection was waiting for. */
+void hark_api_forget_answer(hark_conn *conn);
 
 /* WebSocket (websocket.c). */
 void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const char *query,

@@ -334,6 +334,33 @@ static void handle_request(hark_conn *conn, char *rest, size_t rest_len) {
     hark_http_respond_error(conn, 404, "not found", NULL);
 }
 
+/* Ends the request that was just answered. Returns 1 when the next one may
+ * be parsed. */
+static int end_request(hark_conn *conn) {
+  if (conn->state != HARK_CONN_HTTP) return 0;
+  if (conn->close_after_response || conn->overflowed) {
+    hark_conn_finish(conn);
+    return 0;
+  }
+  request_reset(conn);
+  llhttp_resume(&conn->request->parser);
+  return 1;
+}
+
+/* A request whose answer comes from another worker: reading stops, and the
+ * bytes after the request wait in conn->input until hark_http_resume. */
+static void wait_for_answer(hark_conn *conn, const char *rest, size_t rest_len) {
+  hark_conn_pause_reading(conn);
+  hark_buf saved = {0};
+  if (rest_len > 0 && hark_buf_append(&saved, rest, rest_len) != 0) {
+    HARK_ERROR("out_of_memory", "conn=%llu what=input", (unsigned long long)conn->id);
+    hark_conn_abort(conn);
+    return;
+  }
+  hark_buf_free(&conn->input);
+  conn->input = saved;
+}
+
 void hark_http_on_data(hark_conn *conn, char *data, size_t len) {
   while (conn->state == HARK_CONN_HTTP && len > 0) {
     hark_http_request *request = conn->request;
@@ -349,19 +376,28 @@ void hark_http_on_data(hark_conn *conn, char *data, size_t len) {
     len -= used;
     conn->close_after_response = !llhttp_should_keep_alive(&request->parser);
     handle_request(conn, data, len);
+    if (conn->awaiting_answer) {
+      wait_for_answer(conn, data, len);
+      return;
+    }
 
     /* An upgrade consumed the rest of the input; a finished or closing
      * connection stops here. */
-    if (conn->state != HARK_CONN_HTTP) break;
-    if (conn->close_after_response || conn->overflowed) {
-      hark_conn_finish(conn);
-      break;
-    }
-    request_reset(conn);
-    llhttp_resume(&request->parser);
+    if (!end_request(conn)) break;
   }
 
   /* llhttp copies what it needs through the callbacks, so an HTTP
    * connection never keeps raw input between reads. */
   if (conn->state == HARK_CONN_HTTP || conn->state == HARK_CONN_CLOSING) hark_buf_reset(&conn->input);
+}
+
+void hark_http_resume(hark_conn *conn) {
+  conn->awaiting_answer = 0;
+  if (!end_request(conn)) return;
+
+  hark_conn_resume_reading(conn);
+  hark_buf saved = conn->input;
+  conn->input = (hark_buf){0};
+  if (saved.len > 0) hark_http_on_data(conn, saved.data, saved.len);
+  hark_buf_free(&saved);
 }

@@ -3,9 +3,12 @@
  * channels.c. */
 #include "server/server.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "server/conn.h"
@@ -37,22 +40,75 @@ void hark_server_config_defaults(hark_server_config *config) {
 
 uint64_t hark_now_ms(const hark_server *server) { return uv_now(server->loop); }
 
+static int shared_init(hark_server_shared *shared) {
+  memset(shared, 0, sizeof *shared);
+  atomic_init(&shared->connections, 0);
+  return pthread_mutex_init(&shared->lock, NULL) == 0 ? 0 : -1;
+}
+
+static void shared_fini(hark_server_shared *shared) {
+  hark_ip_table_free(&shared->ip_counts);
+  pthread_mutex_destroy(&shared->lock);
+}
+
+hark_server_shared *hark_server_shared_create(void) {
+  hark_server_shared *shared = malloc(sizeof *shared);
+  if (shared && shared_init(shared) != 0) {
+    free(shared);
+    return NULL;
+  }
+  return shared;
+}
+
+void hark_server_shared_free(hark_server_shared *shared) {
+  if (!shared) return;
+  shared_fini(shared);
+  free(shared);
+}
+
+/* Adds a connection from `ip` and returns the address's count, or 0 when
+ * out of memory. */
+static uint32_t ip_count_add(hark_server *server, const hark_ip_key *ip) {
+  pthread_mutex_lock(&server->shared->lock);
+  uint32_t count = hark_ip_table_add(&server->shared->ip_counts, ip);
+  pthread_mutex_unlock(&server->shared->lock);
+  return count;
+}
+
+static void ip_count_remove(hark_server *server, const hark_ip_key *ip) {
+  pthread_mutex_lock(&server->shared->lock);
+  hark_ip_table_remove(&server->shared->ip_counts, ip);
+  pthread_mutex_unlock(&server->shared->lock);
+}
+
+/* The window is shared by every worker, so the limit applies to the whole process. */
 int hark_server_log_allowed(hark_server *server) {
+  hark_server_shared *shared = server->shared;
   uint64_t now = hark_now_ms(server);
-  if (now - server->log_window_ms >= 1000) {
-    if (server->log_suppressed > 0)
-      HARK_WARN("log_lines_suppressed", "count=%u reason=\"more than %d client error lines per second\"",
-                server->log_suppressed, CLIENT_LOG_LINES_PER_SECOND);
-    server->log_window_ms = now;
-    server->log_lines = 0;
-    server->log_suppressed = 0;
+  unsigned suppressed = 0;
+  int allowed = 0;
+
+  pthread_mutex_lock(&shared->lock);
+  /* Each loop caches its own time, so another worker's window may start a
+   * little after `now`. */
+  if (now >= shared->log_window_ms && now - shared->log_window_ms >= 1000) {
+    suppressed = shared->log_suppressed;
+    shared->log_window_ms = now;
+    shared->log_lines = 0;
+    shared->log_suppressed = 0;
   }
-  if (server->log_lines < CLIENT_LOG_LINES_PER_SECOND) {
-    server->log_lines++;
-    return 1;
+  if (shared->log_lines < CLIENT_LOG_LINES_PER_SECOND) {
+    shared->log_lines++;
+    allowed = 1;
+  } else {
+    shared->log_suppressed++;
   }
-  server->log_suppressed++;
-  return 0;
+  pthread_mutex_unlock(&shared->lock);
+
+  if (suppressed > 0)
+    HARK_WARN("log_lines_suppressed", "count=%u reason=\"more than %d client error lines per second\"",
+              suppressed, CLIENT_LOG_LINES_PER_SECOND);
+  return allowed;
 }
 
 static void conn_list_remove(hark_server *server, hark_conn *conn) {
@@ -100,6 +156,7 @@ static void on_conn_closed(uv_handle_t *handle) {
   free(conn);
 
   server->conn_count--;
+  atomic_fetch_sub(&server->shared->connections, 1);
   maybe_finish_shutdown(server);
 }
 
@@ -110,8 +167,9 @@ void hark_conn_abort(hark_conn *conn) {
 
   HARK_DEBUG("connection_closed", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
   hark_channels_leave_all(conn);
+  hark_api_forget_answer(conn);
   hark_http_free(conn);
-  if (conn->ip_counted) hark_ip_table_remove(&conn->server->ip_counts, &conn->ip);
+  if (conn->ip_counted) ip_count_remove(conn->server, &conn->ip);
   conn->ip_counted = 0;
   conn_list_remove(conn->server, conn);
   uv_read_stop((uv_stream_t *)&conn->tcp);
@@ -149,6 +207,11 @@ void hark_conn_finish(hark_conn *conn) {
   conn->state = HARK_CONN_CLOSING;
   conn->closing_since_ms = hark_now_ms(conn->server);
   hark_channels_leave_all(conn);
+  if (conn->awaiting_answer) {
+    /* The linger reads what the peer still sends. */
+    hark_api_forget_answer(conn);
+    hark_conn_resume_reading(conn);
+  }
 
   /* Half-close now if nothing is queued; otherwise the write path does it. */
   conn->shutdown_after_write = 1;
@@ -325,6 +388,16 @@ void hark_conn_feed(hark_conn *conn, char *data, size_t len) {
   else if (conn->state == HARK_CONN_WS) hark_ws_on_data(conn, data, len);
 }
 
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+void hark_conn_pause_reading(hark_conn *conn) {
+  if (!conn->closed) uv_read_stop((uv_stream_t *)&conn->tcp);
+}
+
+void hark_conn_resume_reading(hark_conn *conn) {
+  if (!conn->closed) uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   hark_conn *conn = (hark_conn *)stream;
   if (nread == 0) return;
@@ -365,8 +438,9 @@ static void read_peer(hark_conn *conn) {
 /* Checks the connection limits for a new connection. Returns NULL when it
  * may stay, or the reason it must be turned away. */
 static const char *admit(hark_server *server, hark_conn *conn) {
-  if (server->conn_count > server->config.max_connections) return "too many connections";
-  uint32_t count = hark_ip_table_add(&server->ip_counts, &conn->ip);
+  if (atomic_load(&server->shared->connections) > server->config.max_connections)
+    return "too many connections";
+  uint32_t count = ip_count_add(server, &conn->ip);
   if (count == 0) return "out of memory";
   conn->ip_counted = 1;
   if (count > server->config.max_connections_per_ip) return "too many connections from this address";
@@ -382,6 +456,7 @@ static hark_conn *conn_new(hark_server *server) {
   conn->id = ++server->next_conn_id;
   uv_tcp_init(server->loop, &conn->tcp);
   server->conn_count++;
+  atomic_fetch_add(&server->shared->connections, 1);
   conn->next = server->conns;
   if (server->conns) server->conns->prev = conn;
   server->conns = conn;
@@ -470,6 +545,13 @@ hark_server *hark_server_create(uv_loop_t *loop, hark_pubsub *pubsub,
   server->loop = loop;
   server->pubsub = pubsub;
   server->config = *config;
+  server->worker = hark_pubsub_group_member(pubsub);
+  server->is_home = server->worker == 0;
+  server->shared = config->shared ? config->shared : &server->own_shared;
+  if (!config->shared && shared_init(&server->own_shared) != 0) {
+    free(server);
+    return NULL;
+  }
   hark_http_settings_init(&server->http_settings);
   hark_channels_init_dispatcher(server);
 
@@ -483,6 +565,43 @@ hark_server *hark_server_create(uv_loop_t *loop, hark_pubsub *pubsub,
   return server;
 }
 
+/* Binds a socket with SO_REUSEPORT, so the servers of every worker can
+ * listen on the same port. Returns 0 or a libuv error code. */
+static int bind_reuse_port(uv_tcp_t *listener, const struct sockaddr *addr) {
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  int on = 1;
+  int rc = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 || bind(fd, addr, len) != 0)
+    rc = uv_translate_sys_error(errno);
+  if (rc == 0) rc = uv_tcp_open(listener, fd);
+  if (rc != 0) close(fd);
+  return rc;
+}
+
+/* Binds the listener. A worker's socket shares its port with the others;
+ * the first worker first binds the port without sharing, so that a port
+ * another process holds fails with EADDRINUSE instead of being shared with
+ * it, and port 0 becomes a real port for every worker. */
+static int bind_listener(hark_server *server, struct sockaddr_storage *addr) {
+  if (!server->config.shared) return uv_tcp_bind(&server->listener, (struct sockaddr *)addr, 0);
+
+  if (server->is_home) {
+    uv_tcp_t probe;
+    uv_tcp_init(server->loop, &probe);
+    int rc = uv_tcp_bind(&probe, (struct sockaddr *)addr, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&probe, 1, NULL);
+    int len = sizeof *addr;
+    if (rc == 0) rc = uv_tcp_getsockname(&probe, (struct sockaddr *)addr, &len);
+    uv_close((uv_handle_t *)&probe, NULL);
+    uv_run(server->loop, UV_RUN_NOWAIT);
+    if (rc != 0) return rc;
+  }
+  return bind_reuse_port(&server->listener, (struct sockaddr *)addr);
+}
+
 int hark_server_listen(hark_server *server) {
   struct sockaddr_storage addr;
   int rc = uv_ip4_addr(server->config.host, server->config.port, (struct sockaddr_in *)&addr);
@@ -493,7 +612,7 @@ int hark_server_listen(hark_server *server) {
   uv_tcp_init(server->loop, &server->listener);
   server->listener.data = server;
   server->listening = 1;
-  rc = uv_tcp_bind(&server->listener, (struct sockaddr *)&addr, 0);
+  rc = bind_listener(server, &addr);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&server->listener, 1024, on_connection);
   if (rc != 0) return rc;
 
@@ -553,7 +672,7 @@ void hark_server_destroy(hark_server *server) {
   uv_close((uv_handle_t *)&server->flusher, NULL);
   uv_close((uv_handle_t *)&server->sweeper, NULL);
   uv_close((uv_handle_t *)&server->shutdown_timer, NULL);
-  hark_ip_table_free(&server->ip_counts);
+  if (server->shared == &server->own_shared) shared_fini(&server->own_shared);
   hark_static_files_free(server);
   if (server->listening) uv_close((uv_handle_t *)&server->listener, NULL);
   /* The handles are embedded in `server`, so the loop must run their close

@@ -14,6 +14,13 @@
 typedef struct hark_server hark_server;
 typedef struct hark_security_config hark_security_config;
 
+/* What the servers on the worker threads of one harkd share: the counts
+ * behind max_connections and max_connections_per_ip, so that the limits
+ * hold for the whole process. Freed after every server that uses it. */
+typedef struct hark_server_shared hark_server_shared;
+hark_server_shared *hark_server_shared_create(void);
+void hark_server_shared_free(hark_server_shared *shared);
+
 /* What the server knows about a socket when it asks the policy. */
 typedef struct hark_socket_info {
   uint64_t id;
@@ -76,6 +83,12 @@ typedef struct hark_server_config {
   unsigned max_messages_per_second;
   size_t max_topic_bytes;
   size_t max_event_bytes;
+  /* Workers: NULL for a server alone. Otherwise every worker's server gets
+   * the same shared counts and listens on the same port with SO_REUSEPORT,
+   * so the kernel spreads connections over them. The worker whose pubsub is
+   * member 0 of its group owns the presence tracker; the others reach it
+   * through the group. */
+  hark_server_shared *shared;
 } hark_server_config;
 
 /* WebSocket data messages one socket may send per second on average; the
@@ -102,6 +115,8 @@ hark_server *hark_server_create(uv_loop_t *loop, hark_pubsub *pubsub,
                                 const hark_server_config *config);
 
 /* Binds and listens. Returns 0, or a libuv error code (e.g. UV_EADDRINUSE).
+ * With config.shared set, the first server to listen checks that no other
+ * process has the port, and the others then share it.
  * On success, the bound port is available from hark_server_port. */
 int hark_server_listen(hark_server *server);
 int hark_server_port(const hark_server *server);

@@ -86,7 +86,7 @@ static void dispatch(void *ctx, const char *topic, size_t topic_len,
   }
 }
 
-static const hark_dispatcher tracker_dispatcher = {DISPATCHER_NAME, dispatch, NULL};
+static const hark_dispatcher tracker_dispatcher = {.name = DISPATCHER_NAME, .dispatch = dispatch};
 
 static void tracker_subscriber_message(hark_subscriber *sub, const char *topic, size_t topic_len,
                                        const hark_message *msg) {
@@ -97,7 +97,8 @@ static void tracker_subscriber_message(hark_subscriber *sub, const char *topic, 
 static void env_send(void *ctx, const char *node, const char *topic, size_t topic_len,
                      const void *data, size_t len) {
   pubsub_env *env = ctx;
-  hark_message msg = {EVENT_NAME, sizeof(EVENT_NAME) - 1, data, len, 1};
+  hark_message msg = {.event = EVENT_NAME, .event_len = sizeof(EVENT_NAME) - 1, .payload = data,
+                      .payload_len = len, .binary = 1};
   int rc;
   if (node == NULL) {
     rc = hark_pubsub_broadcast_from(env->pubsub, &env->subscriber, topic, topic_len, &msg,
