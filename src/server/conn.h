@@ -144,6 +144,7 @@ struct hark_server_shared {
   uint64_t log_window_ms;        /* start of the current one-second window */
   unsigned log_lines, log_suppressed;
   atomic_size_t connections;     /* open on every worker */
+  atomic_uint_fast64_t next_conn_id;
 };
 
 struct hark_server {
@@ -164,7 +165,6 @@ struct hark_server {
   uv_timer_t shutdown_timer;
   hark_conn *conns;
   hark_conn *dirty;
-  uint64_t next_conn_id;
   size_t conn_count;                     /* on this worker */
   hark_static_file static_files[HARK_STATIC_CACHE_SLOTS];
   llhttp_settings_t http_settings;

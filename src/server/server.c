@@ -453,7 +453,8 @@ static hark_conn *conn_new(hark_server *server) {
   hark_conn *conn = calloc(1, sizeof *conn);
   if (!conn) return NULL;
   conn->server = server;
-  conn->id = ++server->next_conn_id;
+  /* Ids come from the shared counter, so they are unique across workers. */
+  conn->id = atomic_fetch_add(&server->shared->next_conn_id, 1) + 1;
   uv_tcp_init(server->loop, &conn->tcp);
   server->conn_count++;
   atomic_fetch_add(&server->shared->connections, 1);
@@ -497,7 +498,8 @@ static void on_connection(uv_stream_t *listener, int status) {
   uv_tcp_nodelay(&conn->tcp, 1);
   read_peer(conn);
   conn->last_read_ms = conn->request_started_ms = hark_now_ms(server);
-  HARK_DEBUG("connection_opened", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
+  HARK_DEBUG("connection_opened", "conn=%llu peer=%s worker=%u", (unsigned long long)conn->id,
+             conn->peer, server->worker);
   uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
 
   const char *rejection = admit(server, conn);

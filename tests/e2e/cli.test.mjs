@@ -76,13 +76,30 @@ function getStatus(port, urlPath) {
 
 // Opens a V2 WebSocket, joins `topic` and resolves with
 // { ws, closed } where `closed` resolves with the close code.
-async function openJoined(port, topic) {
+async function openJoined(port, topic, { presence = true } = {}) {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/socket/websocket?vsn=2.0.0`);
   const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  const reply = new Promise((resolve) => ws.once('message', (data) => resolve(data.toString('utf8'))));
+  // Presence is on for every topic by default, so the reply is followed by
+  // presence_state, and then by the socket's own presence_diff. Both may come
+  // from another worker thread later than the reply; tests that read frames
+  // after the join turn presence off.
+  const expected = presence ? 2 : 1;
+  const frames = [];
+  const joined = new Promise((resolve) => {
+    const onMessage = (data) => {
+      frames.push(data.toString('utf8'));
+      if (frames.length === expected) {
+        ws.off('message', onMessage);
+        resolve();
+      }
+    };
+    ws.on('message', onMessage);
+  });
   ws.send(JSON.stringify(['1', '1', topic, 'phx_join', {}]));
-  assert.equal(await reply, JSON.stringify(['1', '1', topic, 'phx_reply', { status: 'ok', response: {} }]));
+  await joined;
+  assert.equal(frames[0], JSON.stringify(['1', '1', topic, 'phx_reply', { status: 'ok', response: {} }]));
+  if (presence) assert.equal(frames[1], JSON.stringify(['1', null, topic, 'presence_state', {}]));
   return { ws, closed };
 }
 
@@ -206,9 +223,9 @@ describe('harkd command line', () => {
   });
 
   test('--max-channels limits joins', async () => {
-    const server = await startHarkd(['--max-channels', '2']);
+    const server = await startHarkd(['--max-channels', '2', '--no-presence']);
     cleanups.push(() => server.stop());
-    const { ws } = await openJoined(server.port, 'room:a');
+    const { ws } = await openJoined(server.port, 'room:a', { presence: false });
     try {
       const second = await exchange(ws, '["2","2","room:b","phx_join",{}]');
       assert.equal(second, '["2","2","room:b","phx_reply",{"status":"ok","response":{}}]');
@@ -220,9 +237,9 @@ describe('harkd command line', () => {
   });
 
   test('--max-message-bytes closes with 1009', async () => {
-    const server = await startHarkd(['--max-message-bytes', '200']);
+    const server = await startHarkd(['--max-message-bytes', '200', '--no-presence']);
     cleanups.push(() => server.stop());
-    const { ws, closed } = await openJoined(server.port, 'room:a');
+    const { ws, closed } = await openJoined(server.port, 'room:a', { presence: false });
     const small = await exchange(ws, `["1","2","room:a","shout",{"text":"${'x'.repeat(100)}"}]`);
     assert.equal(small, '["1","2","room:a","phx_reply",{"status":"ok","response":{}}]');
     ws.send(`["1","3","room:a","shout",{"text":"${'x'.repeat(300)}"}]`);

@@ -10,8 +10,12 @@ import path from 'node:path';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const harkdPath = process.env.HARKD || path.join(root, 'build/harkd');
 
+// HARK_E2E_ARGS adds flags to every harkd the tests start, so a suite can
+// be run again with, for example, `--workers 1`.
+const extraArgs = (process.env.HARK_E2E_ARGS || '').split(/\s+/).filter(Boolean);
+
 export async function startHarkd(args = [], { env = {}, timeoutMs = 10000 } = {}) {
-  const proc = spawn(harkdPath, ['--listen', '127.0.0.1:0', ...args], {
+  const proc = spawn(harkdPath, ['--listen', '127.0.0.1:0', ...extraArgs, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
