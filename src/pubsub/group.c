@@ -150,6 +150,32 @@ static uint64_t interested_members(hark_pubsub_group *group, const char *topic, 
   return it ? it->members : 0;
 }
 
+/* Walks the interest map under the lock. */
+static int group_topics(hark_pubsub_group *group, int (*fn)(void *, const char *, size_t),
+                        void *ctx) {
+  int rc = HARK_OK;
+  pthread_mutex_lock(&group->lock);
+  for (size_t b = 0; b < group->bucket_count && rc == HARK_OK; b++)
+    for (interest *it = group->buckets[b]; it && rc == HARK_OK; it = it->next)
+      rc = fn(ctx, it->name, it->len);
+  pthread_mutex_unlock(&group->lock);
+  return rc;
+}
+
+int hark__node_topics(hark_pubsub *ps, int (*fn)(void *ctx, const char *topic, size_t len),
+                      void *ctx) {
+  if (ps->group != NULL) return group_topics(ps->group, fn, ctx);
+
+  const hark__topic_map *topics = &ps->topics;
+  for (size_t i = 0; i < topics->cap; i++) {
+    const hark__topic *topic = topics->slots[i];
+    if (topic == NULL || topic->live == 0) continue;
+    int rc = fn(ctx, topic->name, topic->len);
+    if (rc != HARK_OK) return rc;
+  }
+  return HARK_OK;
+}
+
 /* ---- Posting ---- */
 
 typedef struct user_call {

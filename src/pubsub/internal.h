@@ -141,6 +141,13 @@ void hark__group_dispatch(hark_pubsub *ps, const hark_subscriber *from, const ch
                           size_t topic_len, const hark_message *msg,
                           const hark_dispatcher *dispatcher, int uplink, const char *node_name);
 
+/* Calls fn for every topic with a subscriber on this node: on any member of
+ * the instance's group, or on the instance alone. Stops at the first
+ * non-zero result and returns it. In a group, fn runs under the group lock
+ * and must not call back into pubsub. */
+int hark__node_topics(hark_pubsub *ps, int (*fn)(void *ctx, const char *topic, size_t len),
+                      void *ctx);
+
 uint64_t hark__hash_bytes(const char *bytes, size_t len);
 
 hark__topic *hark__topic_map_find(const hark__topic_map *map, const char *name, size_t len,

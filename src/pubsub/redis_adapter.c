@@ -524,8 +524,19 @@ static int link_read(redis_link *link) {
 
 /* ---- Connecting ---- */
 
-/* Queues SUBSCRIBE for this node's channel and every topic with a local
- * subscriber. One channel per command, because SSUBSCRIBE with several
+typedef struct topic_subscription {
+  redis_link *link;
+  const char *command;
+} topic_subscription;
+
+static int subscribe_topic(void *ctx, const char *topic, size_t len) {
+  topic_subscription *sub = ctx;
+  return append_channel_command(sub->link, sub->command, 't', topic, len) == 0 ? HARK_OK
+                                                                              : HARK_ENOMEM;
+}
+
+/* Queues SUBSCRIBE for this node's channel and every topic with a
+ * subscriber on this node (on any thread of its group). One channel per command, because SSUBSCRIBE with several
  * channels fails unless they hash to one slot. */
 static int subscribe_all(redis_link *link) {
   redis_adapter *ad = link->adapter;
@@ -533,14 +544,8 @@ static int subscribe_all(redis_link *link) {
   if (append_channel_command(link, command, 'n', ad->node_name, ad->node_name_len) != 0)
     return HARK_ENOMEM;
 
-  const hark__topic_map *topics = &ad->ps->topics;
-  for (size_t i = 0; i < topics->cap; i++) {
-    const hark__topic *topic = topics->slots[i];
-    if (topic == NULL || topic->live == 0) continue;
-    if (append_channel_command(link, command, 't', topic->name, topic->len) != 0)
-      return HARK_ENOMEM;
-  }
-  return HARK_OK;
+  topic_subscription sub = {link, command};
+  return hark__node_topics(ad->ps, subscribe_topic, &sub);
 }
 
 static void connect_finished(redis_link *link) {

@@ -77,7 +77,7 @@ function logLines(server, msg, conn) {
 // and returns harkd's connection id.
 async function connectionId(server, localPort, logOffset, localAddress = '127.0.0.1') {
   const peer = `${localAddress.replaceAll('.', '\\.')}:${localPort}`;
-  const pattern = new RegExp(`msg=connection_opened conn=(\\d+) peer=${peer}$`, 'm');
+  const pattern = new RegExp(`msg=connection_opened conn=(\\d+) peer=${peer}(?= |$)`, 'm');
   await waitFor(() => pattern.test(server.logs.slice(logOffset)), `connection_opened for ${peer}`);
   return Number(pattern.exec(server.logs.slice(logOffset))[1]);
 }
