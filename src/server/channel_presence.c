@@ -177,8 +177,11 @@ void hark_channel_presence_discard(hark_presence_join *join) {
  * tracked there under a ticket: the ticket's `owner` is the tracker owner,
  * and `ch` leads back to the channel. Calls go to the home and replies come
  * back through the pubsub group, in order, so the presence_state of a join
- * reaches the channel before the presence_diff of its own track. No call
- * blocks the worker: each is a post to the home's mailbox. */
+ * reaches the channel before the presence_diff of its own track. Every
+ * presence_diff also comes from the home, through the same queue, so a diff
+ * that reaches the channel before its state is already part of that state;
+ * the fastlane drops those (awaiting_state). No call blocks the worker:
+ * each is a post to the home's mailbox. */
 struct hark_presence_ticket {
   atomic_uint refs;              /* the channel's, plus one per call in flight */
   hark_subscriber owner;
@@ -228,14 +231,16 @@ static void home_track(presence_call *call) {
   size_t len = 0;
   char *list = hark_presence_list(call->presence, call->topic, call->topic_len, &len);
   presence_call *state = calloc(1, sizeof *state);
-  if (list && state) {
+  if (!list) HARK_ERROR("presence_state_failed", "worker=%u error=\"out of memory\"", call->ticket->worker);
+  if (state) {
+    /* Sent even without a list: it ends the channel's wait for its state. */
     atomic_fetch_add_explicit(&call->ticket->refs, 1, memory_order_relaxed);
     *state = (presence_call){.kind = CALL_STATE, .ticket = call->ticket, .group = call->group,
                              .meta = list, .meta_len = len};
     post_call(state, call->ticket->worker);
   } else {
+    HARK_ERROR("presence_state_failed", "worker=%u error=\"out of memory\"", call->ticket->worker);
     free(list);
-    free(state);
   }
 
   int rc = hark_presence_track(call->presence, &call->ticket->owner, call->topic, call->topic_len,
@@ -258,8 +263,11 @@ static void run_call(void *arg, int discard) {
     case CALL_UNTRACK: hark_presence_untrack_all(call->presence, &call->ticket->owner); break;
     case CALL_STATE:
       /* Runs on the channel's thread, the only one that touches ch. */
-      if (call->ticket->ch)
-        hark_channel_push(call->ticket->ch, "presence_state", call->meta, call->meta_len);
+      if (call->ticket->ch) {
+        call->ticket->ch->awaiting_state = 0;
+        if (call->meta)
+          hark_channel_push(call->ticket->ch, "presence_state", call->meta, call->meta_len);
+      }
       break;
     }
     if (rc != 0)
@@ -302,10 +310,12 @@ static int start_remote(hark_channel *ch, hark_presence_join *join) {
   ticket->ch = ch;
   ticket->worker = ch->conn->server->worker;
   ch->ticket = ticket;
+  ch->awaiting_state = 1;
 
   presence_call *call = call_new(ch, CALL_TRACK, join->key.data, join->key.len, join->meta);
   if (!call) {
     ch->ticket = NULL;
+    ch->awaiting_state = 0;
     ticket_unref(ticket);
     return -1;
   }

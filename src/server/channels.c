@@ -479,10 +479,14 @@ static void fastlane_dispatch(void *ctx, const char *topic, size_t topic_len,
   (void)ctx;
   hark_shared_bytes *frames[3] = {NULL, NULL, NULL};
   int tried[3] = {0, 0, 0};
+  static const char diff_event[] = "presence_diff";
+  int is_diff = msg->event_len == sizeof diff_event - 1 &&
+                memcmp(msg->event, diff_event, sizeof diff_event - 1) == 0;
 
   for (size_t i = 0; i < count; i++) {
     if (entries[i].sub == from) continue;
     hark_channel *ch = entries[i].metadata;
+    if (is_diff && ch->awaiting_state) continue;
     hark_conn *conn = ch->conn;
     int kind = msg->binary ? 2 : (conn->serializer == HARK_SERIALIZER_V1 ? 0 : 1);
     if (msg->binary && conn->serializer == HARK_SERIALIZER_V1) continue;

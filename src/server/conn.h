@@ -127,6 +127,9 @@ struct hark_channel {
   /* On a worker other than the home: the channel's presence on the home
    * (one reference owned by the channel), or NULL. */
   hark_presence_ticket *ticket;
+  /* Set from the join until presence_state arrives from the home; diffs
+   * meanwhile are dropped, since the state includes them. */
+  int awaiting_state;
   /* The topic's policy rule (owned by the server's security config), or
    * NULL when the server has none, and whether the channel token of the
    * join allows publishing here. */
