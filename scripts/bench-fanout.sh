@@ -3,9 +3,12 @@
 # a fresh harkd per run, and prints the medians.
 #
 # Usage: scripts/bench-fanout.sh [--quick] [--runs N] [--churn-seconds S]
-#                                [--build-dir DIR] [--out DIR] [--plots DIR]
+#                                [--workers "1 2"] [--build-dir DIR] [--out DIR]
+#                                [--plots DIR]
 #   --quick           one run of each case, churn for 10 s
 #   --runs N          runs per case (3)
+#   --workers LIST    harkd worker counts to compare ("1 2"); the runs of the
+#                     counts alternate, so each count sees the same load
 #   --churn-seconds S length of the presence churn phase (60)
 #   --build-dir DIR   CMake build folder (build-release)
 #   --out DIR         CSV, logs and medians (build-release/bench-results)
@@ -20,6 +23,7 @@ cd "$(dirname "$0")/.."
 
 runs=3
 churn_seconds=60
+workers_list="1 2"
 build=build-release
 out=
 plots=
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     --quick) runs=1; churn_seconds=10 ;;
     --runs) runs=$2; shift ;;
     --churn-seconds) churn_seconds=$2; shift ;;
+    --workers) workers_list=$2; shift ;;
     --build-dir) build=$2; shift ;;
     --out) out=$2; shift ;;
     --plots) plots=$2; shift ;;
@@ -58,9 +63,9 @@ build_tools() {
 
 # Starts harkd on a free port; sets harkd_pid and harkd_port.
 start_harkd() {
-  local log=$1
+  local log=$1 workers=$2
   : >"$log"
-  "$build/harkd" --listen 127.0.0.1:0 --max-connections-per-ip 100000 \
+  "$build/harkd" --listen 127.0.0.1:0 --workers "$workers" --max-connections-per-ip 100000 \
     --max-messages-per-second 1000000 --handshake-timeout-ms 600000 \
     --presence 'presence:*' 2>"$log" &
   harkd_pid=$!
@@ -82,20 +87,24 @@ stop_harkd() {
   [ "$status" -eq 0 ] || echo "bench-fanout: harkd exited with status $status" >&2
 }
 
-# run_case LABEL HARK-BENCH-ARGS...: runs one case $runs times.
+# run_case LABEL HARK-BENCH-ARGS...: runs one case $runs times for each
+# worker count, alternating the counts; labels get a -wN suffix.
 run_case() {
   local label=$1
   shift
   for run in $(seq "$runs"); do
-    local log=$out/harkd-$label-$run.log
-    start_harkd "$log" || return 1
-    echo "==> $label run $run/$runs"
-    "$bench" --port "$harkd_port" --harkd-pid "$harkd_pid" --csv "$csv" --label "$label" "$@" \
-      || echo "bench-fanout: hark-bench failed for $label run $run" >&2
-    stop_harkd
-    local warnings
-    warnings=$(grep -c 'level=\(warn\|error\)' "$log")
-    [ "$warnings" -eq 0 ] || echo "bench-fanout: harkd logged $warnings warnings; see $log" >&2
+    for workers in $workers_list; do
+      local name=$label-w$workers
+      local log=$out/harkd-$name-$run.log
+      start_harkd "$log" "$workers" || return 1
+      echo "==> $name run $run/$runs"
+      "$bench" --port "$harkd_port" --harkd-pid "$harkd_pid" --csv "$csv" --label "$name" "$@" \
+        || echo "bench-fanout: hark-bench failed for $name run $run" >&2
+      stop_harkd
+      local warnings
+      warnings=$(grep -c 'level=\(warn\|error\)' "$log")
+      [ "$warnings" -eq 0 ] || echo "bench-fanout: harkd logged $warnings warnings; see $log" >&2
+    done
   done
 }
 
@@ -137,14 +146,21 @@ table = "\n".join(lines)
 print(table)
 open(f"{out}/medians.md", "w").write(table + "\n")
 
-# Fan-out medians per rate, for the plot.
-with open(f"{out}/fanout.dat", "w") as dat:
-    dat.write("# rate deliveries_per_s p50_ms p99_ms\n")
-    for label, rows in groups.items():
-        if label.startswith("fanout-"):
-            rate = label.rsplit("-r", 1)[1]
-            dat.write(f"{rate} {median(rows, 'deliveries_per_s')} {median(rows, 'p50_ms')} "
-                      f"{median(rows, 'p99_ms')}\n")
+# Fan-out medians per rate and worker count, one file per count, for the
+# plots.
+files = {}
+for label, rows in groups.items():
+    if not label.startswith("fanout-"):
+        continue
+    case, workers = label.rsplit("-w", 1)
+    rate = case.rsplit("-r", 1)[1]
+    if workers not in files:
+        files[workers] = open(f"{out}/fanout-w{workers}.dat", "w")
+        files[workers].write("# rate deliveries_per_s p50_ms p99_ms\n")
+    files[workers].write(f"{rate} {median(rows, 'deliveries_per_s')} {median(rows, 'p50_ms')} "
+                         f"{median(rows, 'p99_ms')}\n")
+for f in files.values():
+    f.close()
 EOF
 
 if [ -n "$plots" ]; then
@@ -164,7 +180,8 @@ set format y "%.1s%c"
 set key top left
 set xrange [5:2000]
 set yrange [0:*]
-plot "$out/fanout.dat" using 1:2 with linespoints lw 2 pt 7 title "harkd", \
+plot for [w in "$workers_list"] "$out/fanout-w".w.".dat" using 1:2 with linespoints lw 2 pt 7 \
+       title "harkd --workers ".w, \
      "-" using 1:2 with linespoints lw 2 pt 5 dt 2 title "uWebSockets (reference)"
 100 978000
 1000 87000
@@ -174,8 +191,10 @@ set title "Fan-out to 10,000 subscribers: latency from publish to receipt (media
 set ylabel "milliseconds"
 set format y "%g"
 set key bottom right
-plot "$out/fanout.dat" using 1:3 with linespoints lw 2 pt 7 title "harkd p50", \
-     "$out/fanout.dat" using 1:4 with linespoints lw 2 pt 9 title "harkd p99", \
+plot for [w in "$workers_list"] "$out/fanout-w".w.".dat" using 1:3 with linespoints lw 2 pt 7 \
+       title "harkd --workers ".w." p50", \
+     for [w in "$workers_list"] "$out/fanout-w".w.".dat" using 1:4 with linespoints lw 2 pt 9 \
+       title "harkd --workers ".w." p99", \
      "-" using 1:2 with linespoints lw 2 pt 5 dt 2 title "uWebSockets p99 (reference)"
 10 351
 100 421

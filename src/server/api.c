@@ -17,7 +17,7 @@ static int path_is(const char *path, size_t len, const char *expected) {
 
 static void reply_bad_request(hark_conn *conn, const char *message) {
   HARK_CLIENT_WARN(conn->server, "api_request_rejected", "conn=%llu peer=%s status=400 reason=\"%s\"",
-            (unsigned long long)conn->id, conn->peer, message);
+            (unsigned long long)conn->id, hark_conn_peer(conn), message);
   hark_http_respond_error(conn, 400, message, NULL);
 }
 
@@ -330,7 +330,7 @@ static int static_name_valid(const char *name, size_t len) {
 static int method_allowed(hark_conn *conn, int method, int allowed, const char *allow_header) {
   if (method == allowed || (allowed == HTTP_GET && method == HTTP_HEAD)) return 1;
   HARK_CLIENT_WARN(conn->server, "api_request_rejected", "conn=%llu peer=%s status=405 method=%s",
-            (unsigned long long)conn->id, conn->peer, llhttp_method_name((llhttp_method_t)method));
+            (unsigned long long)conn->id, hark_conn_peer(conn), llhttp_method_name((llhttp_method_t)method));
   hark_http_respond_error(conn, 405, "method not allowed", allow_header);
   return 0;
 }
@@ -363,7 +363,7 @@ int hark_api_key_accepted(hark_conn *conn, const char *path, size_t len) {
     reason = "wrong API key";
   }
   HARK_CLIENT_WARN(conn->server, "api_request_rejected", "conn=%llu peer=%s status=401 reason=\"%s\"",
-                   (unsigned long long)conn->id, conn->peer, reason);
+                   (unsigned long long)conn->id, hark_conn_peer(conn), reason);
   hark_http_respond_error(conn, 401, "missing or wrong API key: send Authorization: Bearer KEY",
                           "WWW-Authenticate: Bearer\r\n");
   return 0;

@@ -89,27 +89,22 @@ static void channel_remove(hark_conn *conn, hark_channel *ch) {
   else conn->channels = ch->next;
   if (ch->next) ch->next->prev = ch->prev;
   conn->channel_count--;
-  free(ch->join_ref);
   free(ch);
 }
 
+/* One allocation holds the channel, its topic and its join_ref. */
 static hark_channel *channel_add(hark_conn *conn, hark_span topic, hark_span join_ref) {
-  hark_channel *ch = calloc(1, sizeof *ch + topic.len + 1);
+  hark_channel *ch = calloc(1, sizeof *ch + topic.len + 1 + join_ref.len);
   if (!ch) return NULL;
-  ch->join_ref = malloc(join_ref.len);
-  if (!ch->join_ref) {
-    free(ch);
-    return NULL;
-  }
-  memcpy(ch->join_ref, join_ref.ptr, join_ref.len);
-  ch->join_ref_len = join_ref.len;
   memcpy(ch->topic, topic.ptr, topic.len);
   ch->topic_len = topic.len;
+  ch->join_ref = ch->topic + topic.len + 1;
+  memcpy(ch->join_ref, join_ref.ptr, join_ref.len);
+  ch->join_ref_len = join_ref.len;
   ch->conn = conn;
   ch->sub.data = ch;
 
   if (hark_pubsub_subscribe(conn->server->pubsub, &ch->sub, ch->topic, ch->topic_len, ch) != 0) {
-    free(ch->join_ref);
     free(ch);
     return NULL;
   }
@@ -121,7 +116,7 @@ static hark_channel *channel_add(hark_conn *conn, hark_span topic, hark_span joi
 }
 
 static hark_socket_info socket_info(const hark_conn *conn) {
-  return (hark_socket_info){.id = conn->id, .peer = conn->peer, .params = conn->params,
+  return (hark_socket_info){.id = conn->id, .peer = hark_conn_peer(conn), .params = conn->params,
                             .params_len = conn->params_len};
 }
 
@@ -129,7 +124,7 @@ static void log_topic_event(const char *what, hark_conn *conn, hark_span topic, 
   char quoted[160];
   hark_log_quote(quoted, sizeof quoted, topic.ptr, topic.len);
   HARK_CLIENT_INFO(conn->server, what, "conn=%llu peer=%s topic=%s reason=\"%s\"", (unsigned long long)conn->id,
-            conn->peer, quoted, detail);
+            hark_conn_peer(conn), quoted, detail);
 }
 
 /* Verifies the "channel_token" string of a join payload, which grants this
@@ -351,7 +346,7 @@ static int check_lengths(hark_conn *conn, const hark_channel_msg *msg, int is_jo
     return 0;
 
   HARK_CLIENT_INFO(conn->server, "message_rejected", "conn=%llu peer=%s topic_bytes=%zu event_bytes=%zu reason=\"%s\"",
-                   (unsigned long long)conn->id, conn->peer, msg->topic.len, msg->event.len, reason);
+                   (unsigned long long)conn->id, hark_conn_peer(conn), msg->topic.len, msg->event.len, reason);
   /* A join's reply carries the join's ref as its join_ref, as in handle_join. */
   hark_span join_ref = is_join && is_null(msg->join_ref) ? msg->ref : msg->join_ref;
   send_error(conn, join_ref, msg->ref, msg->topic, reason);
@@ -396,7 +391,7 @@ void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t le
   if (hark_channel_decode(&conn->decoder, conn->serializer, binary, data, len, &msg) != 0) {
     const char *error = conn->decoder.error ? conn->decoder.error : "invalid message";
     HARK_CLIENT_WARN(conn->server, "invalid_channel_message", "conn=%llu peer=%s binary=%d reason=\"%s\"",
-              (unsigned long long)conn->id, conn->peer, binary, error);
+              (unsigned long long)conn->id, hark_conn_peer(conn), binary, error);
     uint16_t code = binary && conn->serializer == HARK_SERIALIZER_V1 ? HARK_WS_CLOSE_UNSUPPORTED_DATA
                                                                      : HARK_WS_CLOSE_INVALID_PAYLOAD;
     hark_ws_close(conn, code, error);

@@ -63,7 +63,8 @@ typedef struct hark_conn {
   hark_server *server;
   uint64_t id;
   hark_conn_state state;
-  char peer[64];
+  uint16_t peer_port;                   /* with ip: the client's address */
+  uint8_t detached;                      /* made by hark_conn_create_detached */
   uint64_t last_read_ms;
   uint64_t closing_since_ms;            /* when hark_conn_finish ran */
   uint64_t request_started_ms;          /* start of the HTTP request being read, or 0 */
@@ -102,7 +103,6 @@ typedef struct hark_conn {
   hark_shared_bytes **pending;
   size_t pending_count, pending_cap;
   size_t queued_bytes;                   /* pending plus in-flight, with overhead */
-  uv_write_t write_req;
   hark_shared_bytes **inflight;
   size_t inflight_count, inflight_cap;
   int writing;
@@ -135,7 +135,7 @@ struct hark_channel {
    * join allows publishing here. */
   const hark_topic_rule *rule;
   int publish_granted;
-  char *join_ref;               /* JSON token, owned */
+  char *join_ref;               /* JSON token, after the topic in this allocation */
   size_t join_ref_len;
   size_t topic_len;
   char topic[];                 /* owned, NUL-terminated */
@@ -189,6 +189,10 @@ int hark_server_log_allowed(hark_server *server);
   do { if (hark_server_log_allowed(server)) HARK_WARN(msg, __VA_ARGS__); } while (0)
 #define HARK_CLIENT_INFO(server, msg, ...) \
   do { if (hark_server_log_allowed(server)) HARK_INFO(msg, __VA_ARGS__); } while (0)
+
+/* The client's "ADDRESS:PORT" for log lines, in a per-thread buffer that
+ * the next call overwrites. */
+const char *hark_conn_peer(const hark_conn *conn);
 
 /* Handles bytes read from the connection. `data` is writable: WebSocket
  * payloads are unmasked in place. */

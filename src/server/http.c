@@ -257,7 +257,7 @@ int hark_http_respond_error(hark_conn *conn, int status, const char *message,
 
 static void log_rejected(hark_conn *conn, int status, const char *reason) {
   HARK_CLIENT_WARN(conn->server, "http_request_rejected", "conn=%llu peer=%s status=%d reason=\"%s\"",
-            (unsigned long long)conn->id, conn->peer, status, reason);
+            (unsigned long long)conn->id, hark_conn_peer(conn), status, reason);
 }
 
 /* Replies to a request the parser rejected, then closes, because the rest of

@@ -165,7 +165,7 @@ void hark_conn_abort(hark_conn *conn) {
   conn->closed = 1;
   conn->state = HARK_CONN_CLOSING;
 
-  HARK_DEBUG("connection_closed", "conn=%llu peer=%s", (unsigned long long)conn->id, conn->peer);
+  HARK_DEBUG("connection_closed", "conn=%llu peer=%s", (unsigned long long)conn->id, hark_conn_peer(conn));
   hark_channels_leave_all(conn);
   hark_api_forget_answer(conn);
   hark_http_free(conn);
@@ -247,7 +247,7 @@ void hark_conn_send(hark_conn *conn, hark_shared_bytes *bytes) {
     hark_shared_bytes_unref(bytes);
     if (!conn->overflowed)
       HARK_CLIENT_WARN(conn->server, "slow_consumer_closed", "conn=%llu peer=%s queued_bytes=%zu limit=%zu",
-                (unsigned long long)conn->id, conn->peer, conn->queued_bytes,
+                (unsigned long long)conn->id, hark_conn_peer(conn), conn->queued_bytes,
                 conn->server->config.max_output_bytes);
     conn->overflowed = 1;
     mark_dirty(conn);
@@ -285,10 +285,17 @@ static void flush_conn(hark_conn *conn);
 
 static void on_written(uv_write_t *req, int status) {
   hark_conn *conn = req->data;
+  free(req);
   for (size_t i = 0; i < conn->inflight_count; i++) conn->queued_bytes -= frame_cost(conn->inflight[i]);
   release_frames(conn->inflight, conn->inflight_count);
   conn->inflight_count = 0;
   conn->writing = 0;
+
+  /* An idle connection keeps no queue arrays; a busy one makes one small
+   * allocation per write, next to the write's own system call. */
+  free(conn->inflight);
+  conn->inflight = NULL;
+  conn->inflight_cap = 0;
   if (conn->closed) return;
 
   if (status < 0) {
@@ -335,12 +342,18 @@ static void flush_conn(hark_conn *conn) {
   conn->pending_cap = spare_cap;
   conn->pending_count = 0;
 
+  /* The request lives only while a write is in flight, so an idle
+   * connection does not carry one. */
+  uv_write_t *req = malloc(sizeof *req);
+  int rc = req ? 0 : UV_ENOMEM;
   conn->writing = 1;
-  conn->write_req.data = conn;
-  int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs,
-                    (unsigned)conn->inflight_count, on_written);
+  if (req) {
+    req->data = conn;
+    rc = uv_write(req, (uv_stream_t *)&conn->tcp, bufs, (unsigned)conn->inflight_count, on_written);
+  }
   if (bufs != stack_bufs) free(bufs);
   if (rc != 0) {
+    free(req);
     conn->writing = 0;
     HARK_DEBUG("write_failed", "conn=%llu error=%s", (unsigned long long)conn->id, uv_err_name(rc));
     hark_conn_abort(conn);
@@ -411,28 +424,39 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   hark_conn_feed(conn, buf->base, (size_t)nread);
 }
 
-/* Formats the peer address into conn->peer and its key into conn->ip. */
+/* Stores the peer's address key and port. The text form is made only when
+ * a log line needs it, so an idle connection does not keep it. */
 static void read_peer(hark_conn *conn) {
   struct sockaddr_storage addr;
   int len = sizeof addr;
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
   memset(&conn->ip, 0, sizeof conn->ip);
-  if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &len) == 0) {
-    if (addr.ss_family == AF_INET6) {
-      struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
-      uv_ip6_name(a6, host, sizeof host);
-      port = ntohs(a6->sin6_port);
-      memcpy(conn->ip.bytes, &a6->sin6_addr, 16);
-    } else {
-      struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
-      uv_ip4_name(a4, host, sizeof host);
-      port = ntohs(a4->sin_port);
-      conn->ip.bytes[10] = conn->ip.bytes[11] = 0xff;
-      memcpy(conn->ip.bytes + 12, &a4->sin_addr, 4);
-    }
+  conn->peer_port = 0;
+  if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &len) != 0) return;
+  if (addr.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
+    conn->peer_port = ntohs(a6->sin6_port);
+    memcpy(conn->ip.bytes, &a6->sin6_addr, 16);
+  } else {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
+    conn->peer_port = ntohs(a4->sin_port);
+    conn->ip.bytes[10] = conn->ip.bytes[11] = 0xff;
+    memcpy(conn->ip.bytes + 12, &a4->sin_addr, 4);
   }
-  snprintf(conn->peer, sizeof conn->peer, "%s:%d", host, port);
+}
+
+/* An IPv4-mapped key is shown as IPv4, as the client connected. */
+const char *hark_conn_peer(const hark_conn *conn) {
+  static _Thread_local char text[INET6_ADDRSTRLEN + 8];
+  if (conn->detached) return "detached";
+
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (memcmp(conn->ip.bytes, mapped, sizeof mapped) == 0)
+    uv_inet_ntop(AF_INET, conn->ip.bytes + 12, host, sizeof host);
+  else
+    uv_inet_ntop(AF_INET6, conn->ip.bytes, host, sizeof host);
+  snprintf(text, sizeof text, "%s:%u", host, (unsigned)conn->peer_port);
+  return text;
 }
 
 /* Checks the connection limits for a new connection. Returns NULL when it
@@ -467,7 +491,7 @@ static hark_conn *conn_new(hark_server *server) {
 hark_conn *hark_conn_create_detached(hark_server *server) {
   hark_conn *conn = conn_new(server);
   if (!conn) return NULL;
-  snprintf(conn->peer, sizeof conn->peer, "detached");
+  conn->detached = 1;
   conn->last_read_ms = conn->request_started_ms = hark_now_ms(server);
   if (hark_http_start(conn) != 0) {
     hark_conn_abort(conn);
@@ -499,13 +523,13 @@ static void on_connection(uv_stream_t *listener, int status) {
   read_peer(conn);
   conn->last_read_ms = conn->request_started_ms = hark_now_ms(server);
   HARK_DEBUG("connection_opened", "conn=%llu peer=%s worker=%u", (unsigned long long)conn->id,
-             conn->peer, server->worker);
+             hark_conn_peer(conn), server->worker);
   uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
 
   const char *rejection = admit(server, conn);
   if (rejection) {
     HARK_CLIENT_WARN(server, "connection_rejected", "conn=%llu peer=%s status=503 reason=\"%s\"",
-                     (unsigned long long)conn->id, conn->peer, rejection);
+                     (unsigned long long)conn->id, hark_conn_peer(conn), rejection);
     conn->close_after_response = 1;
     hark_http_respond_error(conn, 503, rejection, "Retry-After: 5\r\n");
     hark_conn_finish(conn);
@@ -525,14 +549,14 @@ static void on_sweep(uv_timer_t *timer) {
     } else if (conn->state == HARK_CONN_HTTP && conn->request_started_ms &&
                now - conn->request_started_ms >= server->config.handshake_timeout_ms) {
       HARK_CLIENT_INFO(server, "request_timeout", "conn=%llu peer=%s timeout_ms=%llu",
-                       (unsigned long long)conn->id, conn->peer,
+                       (unsigned long long)conn->id, hark_conn_peer(conn),
                        (unsigned long long)server->config.handshake_timeout_ms);
       conn->close_after_response = 1;
       hark_http_respond_error(conn, 408, "request not completed in time", NULL);
       hark_conn_finish(conn);
     } else if (now - conn->last_read_ms >= server->config.idle_timeout_ms) {
       HARK_CLIENT_INFO(server, "idle_timeout", "conn=%llu peer=%s idle_ms=%llu", (unsigned long long)conn->id,
-                conn->peer, (unsigned long long)(now - conn->last_read_ms));
+                hark_conn_peer(conn), (unsigned long long)(now - conn->last_read_ms));
       if (conn->state == HARK_CONN_WS) hark_ws_close(conn, HARK_WS_CLOSE_GOING_AWAY, "idle timeout");
       else hark_conn_abort(conn);
     }

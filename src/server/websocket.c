@@ -86,7 +86,7 @@ static int find_auth_subprotocol(const char *value, size_t len, const char **b64
 
 static void reject_upgrade(hark_conn *conn, int status, const char *reason, const char *headers) {
   HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=%d reason=\"%s\"",
-            (unsigned long long)conn->id, conn->peer, status, reason);
+            (unsigned long long)conn->id, hark_conn_peer(conn), status, reason);
   conn->close_after_response = 1;
   hark_http_respond_error(conn, status, reason, headers);
 }
@@ -150,7 +150,7 @@ static int negotiate_serializer(hark_conn *conn, const char *query, size_t query
     hark_log_quote(quoted, sizeof quoted, vsn.data ? vsn.data : "", vsn.len);
     HARK_CLIENT_WARN(conn->server, "websocket_rejected",
                      "conn=%llu peer=%s status=403 reason=\"unsupported vsn\" vsn=%s",
-                     (unsigned long long)conn->id, conn->peer, quoted);
+                     (unsigned long long)conn->id, hark_conn_peer(conn), quoted);
     conn->close_after_response = 1;
     hark_http_respond_error(conn, 403, "unsupported protocol version (vsn); use 1.0.0 or 2.0.0", NULL);
   }
@@ -177,7 +177,7 @@ static int check_origin(hark_conn *conn, const hark_security_config *security) {
   char quoted[160];
   hark_log_quote(quoted, sizeof quoted, origin, origin_len);
   HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=403 reason=\"origin not allowed\" origin=%s",
-                   (unsigned long long)conn->id, conn->peer, quoted);
+                   (unsigned long long)conn->id, hark_conn_peer(conn), quoted);
   conn->close_after_response = 1;
   hark_http_respond_error(conn, 403, "origin not allowed", NULL);
   return -1;
@@ -214,7 +214,7 @@ static int authenticate(hark_conn *conn, const hark_security_config *security, c
   if (rc == 0) return 0;
 
   HARK_CLIENT_WARN(conn->server, "websocket_rejected", "conn=%llu peer=%s status=403 reason=\"invalid token\" error=\"%s\"",
-                   (unsigned long long)conn->id, conn->peer, reason);
+                   (unsigned long long)conn->id, hark_conn_peer(conn), reason);
   conn->close_after_response = 1;
   char message[160];
   snprintf(message, sizeof message, "invalid token: %s", reason);
@@ -265,7 +265,7 @@ void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const c
   hark_ws_parser_init(&conn->ws, conn->server->config.max_message_bytes);
   start_rate_limit(conn);
   HARK_DEBUG("websocket_opened", "conn=%llu peer=%s serializer=V%d", (unsigned long long)conn->id,
-             conn->peer, (int)conn->serializer);
+             hark_conn_peer(conn), (int)conn->serializer);
   if (rest_len > 0) hark_ws_on_data(conn, rest, rest_len);
 }
 
@@ -288,7 +288,7 @@ static void send_control(hark_conn *conn, int opcode, const char *data, size_t l
 static int within_rate(hark_conn *conn) {
   if (hark_token_bucket_take(&conn->rate, hark_now_ms(conn->server))) return 1;
   HARK_CLIENT_WARN(conn->server, "rate_limit_exceeded", "conn=%llu peer=%s limit_per_s=%llu close_code=1008",
-                   (unsigned long long)conn->id, conn->peer, (unsigned long long)conn->rate.rate_per_s);
+                   (unsigned long long)conn->id, hark_conn_peer(conn), (unsigned long long)conn->rate.rate_per_s);
   hark_ws_close(conn, HARK_WS_CLOSE_POLICY, "message rate limit exceeded");
   return 0;
 }
@@ -347,7 +347,7 @@ void hark_ws_on_data(hark_conn *conn, char *data, size_t len) {
     int rc = hark_ws_parse(&conn->ws, data, len, &consumed, &event, &has_event);
     if (rc < 0) {
       HARK_CLIENT_WARN(conn->server, "websocket_protocol_error", "conn=%llu peer=%s close_code=%d reason=\"%s\"",
-                (unsigned long long)conn->id, conn->peer, -rc, conn->ws.error ? conn->ws.error : "");
+                (unsigned long long)conn->id, hark_conn_peer(conn), -rc, conn->ws.error ? conn->ws.error : "");
       hark_ws_close(conn, (uint16_t)-rc, conn->ws.error);
       return;
     }
