@@ -80,9 +80,10 @@ struct hark__sub_state {
   hark__sub_state *prev;        /* in ps->states */
   hark__sub_state *next;
   unsigned partition; /* fixed by hashing the subscriber pointer */
-  hark__sub_ref *refs;
+  hark__sub_ref *refs;       /* &first_ref while cap is 1, else malloc'd */
   size_t count;
   size_t cap;
+  hark__sub_ref first_ref;
 };
 
 /* A dispatcher call in progress, innermost first. The default dispatcher uses

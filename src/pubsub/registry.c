@@ -8,7 +8,6 @@
 #include "pubsub/internal.h"
 
 #define ENTRY_MIN_CAP 4
-#define REF_MIN_CAP 2
 
 /* ---- Subscriber states ---- */
 
@@ -55,16 +54,25 @@ static void state_free(hark__sub_state *st) {
   else st->ps->states = st->next;
   if (st->next != NULL) st->next->prev = st->prev;
 
-  free(st->refs);
+  if (st->refs != &st->first_ref) free(st->refs);
   free(st);
 }
 
+/* The first subscription sits in the state itself: most subscribers (a
+ * socket's channel) have exactly one, and then need no array. */
 static int reserve_ref(hark__sub_state *st) {
   if (st->count < st->cap) return HARK_OK;
+  if (st->cap == 0) {
+    st->refs = &st->first_ref;
+    st->cap = 1;
+    return HARK_OK;
+  }
 
-  size_t cap = st->cap ? st->cap * 2 : REF_MIN_CAP;
-  hark__sub_ref *refs = realloc(st->refs, cap * sizeof *refs);
+  size_t cap = st->cap * 2;
+  int inline_now = st->refs == &st->first_ref;
+  hark__sub_ref *refs = inline_now ? malloc(cap * sizeof *refs) : realloc(st->refs, cap * sizeof *refs);
   if (refs == NULL) return HARK_ENOMEM;
+  if (inline_now) refs[0] = st->first_ref;
   st->refs = refs;
   st->cap = cap;
   return HARK_OK;

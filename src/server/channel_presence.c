@@ -34,21 +34,36 @@ static uint64_t unix_ms(void) {
   return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
-/* A random id for a socket without user_id, made once per connection. */
-static const char *anonymous_key(hark_conn *conn) {
-  if (conn->anonymous_key[0]) return conn->anonymous_key;
-  unsigned char bytes[8];
-  if (uv_random(NULL, NULL, bytes, sizeof bytes, 0, NULL) != 0) {
-    uint64_t fallback = conn->id ^ ((uint64_t)unix_ms() << 20);
-    memcpy(bytes, &fallback, sizeof bytes);
-  }
+/* A process-wide random value, drawn once. */
+static uint64_t process_salt(void) {
+  static _Atomic uint64_t salt;
+  uint64_t value = atomic_load_explicit(&salt, memory_order_relaxed);
+  if (value != 0) return value;
+
+  if (uv_random(NULL, NULL, &value, sizeof value, 0, NULL) != 0)
+    value = unix_ms() ^ ((uint64_t)uv_os_getpid() << 32);
+  value |= 1;
+  uint64_t expected = 0;
+  if (!atomic_compare_exchange_strong(&salt, &expected, value)) value = expected;
+  return value;
+}
+
+/* The presence key of a socket without user_id: 16 hex digits derived from
+ * its connection id, so the connection stores nothing for it. The mix is a
+ * bijection of (id ^ salt), so two connections never share a key, and the
+ * salt keeps keys from revealing connection ids. */
+static void anonymous_key(const hark_conn *conn, char out[17]) {
+  uint64_t x = conn->id ^ process_salt();
+  x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+  x ^= x >> 31;
+
   static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < sizeof bytes; i++) {
-    conn->anonymous_key[2 * i] = hex[bytes[i] >> 4];
-    conn->anonymous_key[2 * i + 1] = hex[bytes[i] & 15];
+  for (int i = 15; i >= 0; i--) {
+    out[i] = hex[x & 15];
+    x >>= 4;
   }
-  conn->anonymous_key[16] = '\0';
-  return conn->anonymous_key;
+  out[16] = '\0';
 }
 
 /* Once tokens are configured, a user_id param is no proof of identity, so
@@ -74,7 +89,9 @@ static int choose_key(hark_conn *conn, hark_buf *key, const char **reason) {
     return 0;
   }
   hark_buf_reset(key);
-  return hark_buf_append_str(key, anonymous_key(conn)) == 0 ? 0 : -1;
+  char anonymous[17];
+  anonymous_key(conn, anonymous);
+  return hark_buf_append_str(key, anonymous) == 0 ? 0 : -1;
 }
 
 /* The meta settings of a topic: its rule's, or the defaults. */

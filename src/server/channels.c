@@ -71,7 +71,7 @@ static hark_channel *find_channel(hark_conn *conn, hark_span topic) {
 }
 
 static hark_span channel_join_ref(const hark_channel *ch) {
-  return (hark_span){ch->join_ref, ch->join_ref_len};
+  return (hark_span){ch->topic + ch->topic_len + 1, ch->join_ref_len};
 }
 
 void hark_channel_push(hark_channel *ch, const char *event, const char *payload, size_t len) {
@@ -98,8 +98,7 @@ static hark_channel *channel_add(hark_conn *conn, hark_span topic, hark_span joi
   if (!ch) return NULL;
   memcpy(ch->topic, topic.ptr, topic.len);
   ch->topic_len = topic.len;
-  ch->join_ref = ch->topic + topic.len + 1;
-  memcpy(ch->join_ref, join_ref.ptr, join_ref.len);
+  memcpy(ch->topic + topic.len + 1, join_ref.ptr, join_ref.len);
   ch->join_ref_len = join_ref.len;
   ch->conn = conn;
   ch->sub.data = ch;
@@ -261,7 +260,7 @@ static void handle_join(hark_conn *conn, const hark_channel_msg *msg) {
   if (existing) {
     old_copy = malloc(existing->join_ref_len);
     if (old_copy) {
-      memcpy(old_copy, existing->join_ref, existing->join_ref_len);
+      memcpy(old_copy, channel_join_ref(existing).ptr, existing->join_ref_len);
       old_join_ref = (hark_span){old_copy, existing->join_ref_len};
     }
     channel_remove(conn, existing);
@@ -378,7 +377,7 @@ static void route(hark_conn *conn, const hark_channel_msg *msg) {
 
   /* A message for an earlier join of this topic is stale: drop it. */
   if (!is_null(msg->join_ref) &&
-      (msg->join_ref.len != ch->join_ref_len || memcmp(msg->join_ref.ptr, ch->join_ref, ch->join_ref_len) != 0)) {
+      (msg->join_ref.len != ch->join_ref_len || memcmp(msg->join_ref.ptr, channel_join_ref(ch).ptr, ch->join_ref_len) != 0)) {
     HARK_DEBUG("stale_message_dropped", "conn=%llu", (unsigned long long)conn->id);
     return;
   }
@@ -388,8 +387,11 @@ static void route(hark_conn *conn, const hark_channel_msg *msg) {
 
 void hark_channels_on_message(hark_conn *conn, int binary, char *data, size_t len) {
   hark_channel_msg msg;
-  if (hark_channel_decode(&conn->decoder, conn->serializer, binary, data, len, &msg) != 0) {
-    const char *error = conn->decoder.error ? conn->decoder.error : "invalid message";
+  /* The decoder is the worker's: a message is decoded and handled before
+   * the next one, and nothing keeps pointers into its scratch space. */
+  hark_channel_decoder *decoder = &conn->server->decoder;
+  if (hark_channel_decode(decoder, conn->serializer, binary, data, len, &msg) != 0) {
+    const char *error = decoder->error ? decoder->error : "invalid message";
     HARK_CLIENT_WARN(conn->server, "invalid_channel_message", "conn=%llu peer=%s binary=%d reason=\"%s\"",
               (unsigned long long)conn->id, hark_conn_peer(conn), binary, error);
     uint16_t code = binary && conn->serializer == HARK_SERIALIZER_V1 ? HARK_WS_CLOSE_UNSUPPORTED_DATA

@@ -58,42 +58,47 @@ typedef struct hark_static_file {
   int64_t size;
 } hark_static_file;
 
+/* The fields are ordered so that small ones share words: thousands of idle
+ * connections are mostly this struct. */
 typedef struct hark_conn {
   uv_tcp_t tcp;                 /* first member: the handle's address is the conn's */
   hark_server *server;
   uint64_t id;
   hark_conn_state state;
-  uint16_t peer_port;                   /* with ip: the client's address */
-  uint8_t detached;                      /* made by hark_conn_create_detached */
+  hark_serializer serializer;
+  uint16_t peer_port;                    /* with ip: the client's address */
+  unsigned detached : 1;                 /* made by hark_conn_create_detached */
+  unsigned ip_counted : 1;               /* counted in the shared ip_counts */
+  unsigned dirty : 1;                    /* on the server's dirty list */
+  unsigned close_after_response : 1;
+  /* The request is answered by another worker: reading is paused, and
+   * `answer` (owned by the call in flight) leads back here. */
+  unsigned awaiting_answer : 1;
+  unsigned writing : 1;
+  unsigned shutdown_after_write : 1;     /* half-close once output is written */
+  unsigned shutdown_started : 1;         /* uv_shutdown was called */
+  unsigned closed : 1;                   /* uv_close was called */
+  unsigned overflowed : 1;               /* output limit hit; closed at the next flush */
+  unsigned channel_count;
+  uint32_t params_len;
   uint64_t last_read_ms;
-  uint64_t closing_since_ms;            /* when hark_conn_finish ran */
-  uint64_t request_started_ms;          /* start of the HTTP request being read, or 0 */
+  uint64_t closing_since_ms;             /* when hark_conn_finish ran */
+  uint64_t request_started_ms;           /* start of the HTTP request being read, or 0 */
   hark_ip_key ip;
-  int ip_counted;                        /* counted in server->ip_counts */
 
   struct hark_conn *prev, *next;         /* the server's list of connections */
   struct hark_conn *dirty_next;          /* the server's list of conns with output */
-  int dirty;
 
   hark_buf input;                        /* unparsed bytes kept between reads */
 
   /* HTTP state; NULL once upgraded. */
   hark_http_request *request;
-  int close_after_response;
-  /* The request is answered by another worker: reading is paused, and
-   * `answer` (owned by the call in flight) leads back here. */
-  int awaiting_answer;
   struct hark_api_call *answer;
 
   /* WebSocket state. */
   hark_ws_parser ws;
-  hark_serializer serializer;
-  hark_channel_decoder decoder;
   char *params;                          /* connect params (query string), owned */
-  char anonymous_key[17];                /* presence key when no user_id is given */
-  size_t params_len;
   hark_channel *channels;                /* doubly linked list of joined channels */
-  unsigned channel_count;
   /* The verified claims of the connection token (owned, freed by
    * hark_channels_leave_all), or NULL for a socket without a token. */
   json_t *claims;
@@ -101,15 +106,10 @@ typedef struct hark_conn {
 
   /* Output: frames waiting to be written, and frames handed to uv_write. */
   hark_shared_bytes **pending;
-  size_t pending_count, pending_cap;
-  size_t queued_bytes;                   /* pending plus in-flight, with overhead */
   hark_shared_bytes **inflight;
-  size_t inflight_count, inflight_cap;
-  int writing;
-  int shutdown_after_write;              /* half-close once output is written */
-  int shutdown_started;                  /* uv_shutdown was called */
-  int closed;                            /* uv_close was called */
-  int overflowed;                        /* output limit hit; closed at the next flush */
+  uint32_t pending_count, pending_cap;
+  uint32_t inflight_count, inflight_cap;
+  size_t queued_bytes;                   /* pending plus in-flight, with overhead */
 } hark_conn;
 
 /* A channel: one joined topic of one socket. It is the pubsub subscriber and
@@ -135,10 +135,9 @@ struct hark_channel {
    * join allows publishing here. */
   const hark_topic_rule *rule;
   int publish_granted;
-  char *join_ref;               /* JSON token, after the topic in this allocation */
-  size_t join_ref_len;
-  size_t topic_len;
-  char topic[];                 /* owned, NUL-terminated */
+  uint32_t join_ref_len;        /* the JSON token follows the topic's NUL */
+  uint32_t topic_len;
+  char topic[];                 /* NUL-terminated, then the join_ref */
 };
 
 struct hark_server_shared {
@@ -172,6 +171,7 @@ struct hark_server {
   hark_static_file static_files[HARK_STATIC_CACHE_SLOTS];
   llhttp_settings_t http_settings;
   hark_dispatcher fastlane;
+  hark_channel_decoder decoder;          /* shared by this worker's sockets */
   char read_buffer[65536];               /* shared by every read callback */
   int shutting_down;
   void (*shutdown_done)(hark_server *server, void *arg);

@@ -8,15 +8,18 @@
 /* Tokens are counted in thousandths, so a rate of R per second adds exactly
  * R thousandths per millisecond and no floating point is needed. */
 typedef struct hark_token_bucket {
-  uint64_t rate_per_s;      /* tokens added per second; 0 turns the limit off */
-  uint64_t capacity_milli;  /* burst x 1000 */
-  uint64_t tokens_milli;
+  uint32_t rate_per_s;      /* tokens added per second; 0 turns the limit off */
+  uint32_t capacity_milli;  /* burst x 1000 */
+  uint32_t tokens_milli;
   uint64_t last_ms;
 } hark_token_bucket;
 
 /* Starts a full bucket at `now_ms`: `burst` messages may come at once, then
  * `rate_per_s` per second. A rate of 0 allows everything. A burst below 1 is
- * raised to 1, so a positive rate never blocks every message. */
+ * raised to 1, so a positive rate never blocks every message, and a burst
+ * above HARK_TOKEN_BURST_MAX is lowered to it, so the counts fit 32 bits
+ * (every connection has a bucket). */
+#define HARK_TOKEN_BURST_MAX (UINT32_MAX / 1000)
 void hark_token_bucket_init(hark_token_bucket *bucket, uint32_t rate_per_s, uint32_t burst,
                             uint64_t now_ms);
 

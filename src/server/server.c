@@ -151,7 +151,6 @@ static void on_conn_closed(uv_handle_t *handle) {
   free(conn->inflight);
   hark_buf_free(&conn->input);
   hark_ws_parser_free(&conn->ws);
-  hark_channel_decoder_free(&conn->decoder);
   free(conn->params);
   free(conn);
 
@@ -699,6 +698,7 @@ void hark_server_destroy(hark_server *server) {
   uv_close((uv_handle_t *)&server->sweeper, NULL);
   uv_close((uv_handle_t *)&server->shutdown_timer, NULL);
   if (server->shared == &server->own_shared) shared_fini(&server->own_shared);
+  hark_channel_decoder_free(&server->decoder);
   hark_static_files_free(server);
   if (server->listening) uv_close((uv_handle_t *)&server->listener, NULL);
   /* The handles are embedded in `server`, so the loop must run their close

@@ -28,7 +28,7 @@ typedef struct frame_header {
 
 void hark_ws_parser_init(hark_ws_parser *parser, size_t max_message) {
   memset(parser, 0, sizeof *parser);
-  parser->max_message = max_message;
+  parser->max_message = max_message > UINT32_MAX ? UINT32_MAX : (uint32_t)max_message;
 }
 
 void hark_ws_parser_free(hark_ws_parser *parser) {

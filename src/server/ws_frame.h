@@ -54,12 +54,14 @@ typedef struct hark_ws_event {
 /* Parser state for one connection. Initialize with hark_ws_parser_init and
  * release with hark_ws_parser_free. */
 typedef struct hark_ws_parser {
-  size_t max_message;   /* limit on a (reassembled) message, in bytes */
   hark_buf fragments;   /* payload of a fragmented message so far */
+  uint32_t max_message; /* limit on a (reassembled) message, in bytes */
   int fragment_opcode;  /* opcode of that message, or 0 when none is open */
   const char *error;    /* static text describing the last protocol error */
 } hark_ws_parser;
 
+/* `max_message` above UINT32_MAX is lowered to it; every connection has a
+ * parser, so the limit is kept in 32 bits. */
 void hark_ws_parser_init(hark_ws_parser *parser, size_t max_message);
 void hark_ws_parser_free(hark_ws_parser *parser);
 
