@@ -11,7 +11,8 @@
  * TLB, and filling a fresh table takes one page fault per 4 KiB. */
 #define HUGE_MIN_BYTES ((size_t)2 << 20)
 
-/* Returns `cap` zeroed slots, or NULL when out of memory. Free with free(). */
+/* Returns `cap` zeroed slots, or NULL when out of memory. Free with
+ * free_slots. */
 static hark__table_slot *alloc_slots(size_t cap) {
   size_t bytes = cap * sizeof(hark__table_slot);
   if (bytes < HUGE_MIN_BYTES) return calloc(cap, sizeof(hark__table_slot));
@@ -19,6 +20,12 @@ static hark__table_slot *alloc_slots(size_t cap) {
   hark__table_slot *slots = hark__alloc_huge(bytes);
   if (slots != NULL) memset(slots, 0, bytes);
   return slots;
+}
+
+static void free_slots(hark__table_slot *slots, size_t cap) {
+  size_t bytes = cap * sizeof(hark__table_slot);
+  if (bytes < HUGE_MIN_BYTES) free(slots);
+  else hark__free_huge(slots, bytes);
 }
 
 static int table_resize(hark__table *table, size_t cap) {
@@ -33,6 +40,8 @@ static int table_resize(hark__table *table, size_t cap) {
     slots[slot] = table->slots[i];
   }
 
+  /* A smaller array fits no later growth of this table, so it goes back to
+   * malloc rather than into the cache, where it would stay unused. */
   free(table->slots);
   table->slots = slots;
   table->cap = cap;
@@ -138,6 +147,6 @@ void hark__table_replace(hark__table *table, uint32_t hash, const void *old_ptr,
 }
 
 void hark__table_free(hark__table *table) {
-  free(table->slots);
+  free_slots(table->slots, table->cap);
   *table = (hark__table){0};
 }
