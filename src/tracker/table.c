@@ -50,10 +50,11 @@ static int table_resize(hark__table *table, size_t cap) {
 
 int hark__table_reserve(hark__table *table, size_t extra) {
   size_t need = table->count + extra;
-  if (need * 5 <= table->cap * 4) return 0;
+  size_t max_load_num = table->sparse ? 1 : 4, max_load_den = table->sparse ? 2 : 5;
+  if (need * max_load_den <= table->cap * max_load_num) return 0;
 
   size_t cap = table->cap ? table->cap : 8;
-  while (need * 5 > cap * 4) cap *= 2;
+  while (need * max_load_den > cap * max_load_num) cap *= 2;
   return table_resize(table, cap);
 }
 
@@ -148,5 +149,5 @@ void hark__table_replace(hark__table *table, uint32_t hash, const void *old_ptr,
 
 void hark__table_free(hark__table *table) {
   free_slots(table->slots, table->cap);
-  *table = (hark__table){0};
+  *table = (hark__table){.sparse = table->sparse};
 }
