@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "hark/tracker.h"
+#include "tracker/pool.h"
 #include "tracker/state.h"
 
 #define RUNS 5
@@ -293,6 +294,9 @@ static size_t heap_in_use(void) {
 }
 
 static void print_memory_row(void) {
+  /* Freed state memory that the pool cache keeps would otherwise be reused
+   * and not counted. */
+  hark__pool_release_cache();
   malloc_trim(0);
   size_t before = heap_in_use();
   hark_tracker *tracker;

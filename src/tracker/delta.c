@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tracker/pool.h"
 #include "tracker/table.h"
 
 hark__delta *hark__delta_new(hark__delta_kind kind, hark__rref creator) {
@@ -25,8 +26,8 @@ void hark__delta_free(hark__delta *delta) {
     hark__dotset_free(&delta->replicas[i].cloud);
   }
   free(delta->replicas);
-  free(delta->values);
-  hark_buf_free(&delta->bytes);
+  hark__free_large(delta->values, delta->value_cap * sizeof(*delta->values), delta->values_huge);
+  hark__free_large(delta->bytes.data, delta->bytes.cap, delta->bytes_huge);
   free(delta);
 }
 
@@ -58,16 +59,41 @@ long hark__delta_replica_index(hark__delta *delta, hark__rref ref, bool create) 
   return (long)delta->replica_count++;
 }
 
+/* Grows the string arena to room for `extra` more bytes. A full extract's
+ * arena takes megabytes, so it comes from hark__realloc_large, which reuses
+ * freed arrays instead of faulting in fresh pages. */
+static int reserve_bytes(hark__delta *delta, size_t extra) {
+  hark_buf *buf = &delta->bytes;
+  if (buf->cap - buf->len >= extra) return 0;
+  size_t need = buf->len + extra;
+  if (need < buf->len) return -1;
+
+  size_t cap = buf->cap ? buf->cap : 64;
+  while (cap < need) {
+    if (cap > SIZE_MAX / 2) return -1;
+    cap *= 2;
+  }
+  char *data = hark__realloc_large(buf->data, buf->cap, buf->len, &cap, &delta->bytes_huge);
+  if (data == NULL) return -1;
+  buf->data = data;
+  buf->cap = cap;
+  return 0;
+}
+
 int hark__delta_reserve_values(hark__delta *delta, size_t count, size_t bytes) {
   if (delta->value_count + count > delta->value_cap) {
     size_t cap = delta->value_cap ? delta->value_cap : 16;
     while (cap < delta->value_count + count) cap *= 2;
-    hark__delta_value *values = realloc(delta->values, cap * sizeof(*values));
+    size_t old_size = delta->value_cap * sizeof(*delta->values);
+    size_t size = cap * sizeof(*delta->values);
+    hark__delta_value *values =
+        hark__realloc_large(delta->values, old_size, delta->value_count * sizeof(*values), &size,
+                            &delta->values_huge);
     if (values == NULL) return -1;
     delta->values = values;
-    delta->value_cap = cap;
+    delta->value_cap = size / sizeof(*values);
   }
-  return hark_buf_reserve(&delta->bytes, bytes);
+  return reserve_bytes(delta, bytes);
 }
 
 int hark__delta_add_value(hark__delta *delta, uint32_t replica, uint64_t counter, uint64_t owner,

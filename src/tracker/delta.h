@@ -64,6 +64,10 @@ typedef struct hark__delta {
   size_t value_count;
   size_t value_cap;
   hark_buf bytes; /* arena of value strings */
+  /* Set when `values` or `bytes.data` is a block from hark__realloc_large's
+   * cache, which only the delta functions may grow or free. */
+  bool values_huge;
+  bool bytes_huge;
 } hark__delta;
 
 /* A borrowed view of one value, valid while the delta lives. */

@@ -141,6 +141,28 @@ static uint32_t owner_hash(uint32_t slot, uint64_t owner) {
   return (uint32_t)hark__hash_mix(owner ^ ((uint64_t)slot << 56) ^ 0x5bd1e995ULL);
 }
 
+/* The identity of one entry, (replica slot, owner, topic, key), with its
+ * hashes computed once. The strings are borrowed from the caller. */
+typedef struct entry_lookup {
+  uint32_t slot;
+  uint32_t key_hash; /* the hash in by_key */
+  uint64_t owner;
+  uint64_t topic_hash;
+  const char *topic;
+  size_t topic_len;
+  const char *key;
+  size_t key_len;
+} entry_lookup;
+
+static entry_lookup make_lookup(uint32_t slot, uint64_t owner, const char *topic,
+                                size_t topic_len, const char *key, size_t key_len) {
+  entry_lookup at = {.slot = slot, .owner = owner, .topic = topic, .topic_len = topic_len,
+                     .key = key, .key_len = key_len};
+  at.topic_hash = hark__hash_bytes(0, topic, topic_len);
+  at.key_hash = key_hash(at.topic_hash, slot, owner, key, key_len);
+  return at;
+}
+
 
 static topic_rec *find_topic(const hark__state *state, const char *topic, size_t len,
                              uint64_t hash) {
@@ -152,11 +174,12 @@ static topic_rec *find_topic(const hark__state *state, const char *topic, size_t
   return NULL;
 }
 
-static hark__entry *find_entry(const hark__state *state, const topic_rec *rec, uint32_t slot,
-                               uint64_t owner, const char *key, size_t key_len) {
+/* Finds an entry whose by_key hash `hash` the caller has computed. */
+static hark__entry *find_entry_hashed(const hark__state *state, const topic_rec *rec,
+                                      uint32_t slot, uint64_t owner, const char *key,
+                                      size_t key_len, uint32_t hash) {
   if (rec == NULL) return NULL;
-  hark__table_iter it =
-      hark__table_probe(&state->by_key, key_hash(rec->hash, slot, owner, key, key_len));
+  hark__table_iter it = hark__table_probe(&state->by_key, hash);
   hark__entry *e;
   while ((e = hark__table_next(&state->by_key, &it)) != NULL) {
     if (e->topic == rec && e->slot == slot && e->owner == owner && e->key_len == key_len &&
@@ -165,6 +188,30 @@ static hark__entry *find_entry(const hark__state *state, const topic_rec *rec, u
     }
   }
   return NULL;
+}
+
+static hark__entry *find_entry(const hark__state *state, const topic_rec *rec, uint32_t slot,
+                               uint64_t owner, const char *key, size_t key_len) {
+  if (rec == NULL) return NULL;
+  return find_entry_hashed(state, rec, slot, owner, key, key_len,
+                           key_hash(rec->hash, slot, owner, key, key_len));
+}
+
+/* Starts loading the table slots that a lookup of `at` and the insertion or
+ * removal of its entry probe: topics, by_key and, for an own entry,
+ * by_owner. The tables are far larger than the cache, so issuing the three
+ * misses together costs about one memory stall instead of three in a row.
+ * Forced inline for the reason given at hark__table_prefetch. */
+__attribute__((always_inline)) static inline void prefetch_lookup(const hark__state *state,
+                                                             const entry_lookup *at) {
+  hark__table_prefetch(&state->topics, topic_hash32(at->topic_hash));
+  hark__table_prefetch(&state->by_key, at->key_hash);
+  if (at->slot == SELF) hark__table_prefetch(&state->by_owner, owner_hash(SELF, at->owner));
+}
+
+static hark__entry *find_lookup(const hark__state *state, const topic_rec *rec,
+                                const entry_lookup *at) {
+  return find_entry_hashed(state, rec, at->slot, at->owner, at->key, at->key_len, at->key_hash);
 }
 
 static hark__entry *find_by_tag(const hark__state *state, uint32_t slot, uint64_t counter) {
@@ -242,10 +289,14 @@ static int changes_reserve(hark__changes *changes, size_t items, size_t old_meta
   if (changes->count + items > changes->cap) {
     size_t cap = changes->cap ? changes->cap : 8;
     while (cap < changes->count + items) cap *= 2;
-    hark__change *grown = realloc(changes->items, cap * sizeof(*grown));
+    /* A large merge's list takes megabytes: reuse freed ones. */
+    size_t size = cap * sizeof(hark__change);
+    hark__change *grown =
+        hark__realloc_large(changes->items, changes->cap * sizeof(hark__change),
+                            changes->count * sizeof(hark__change), &size, &changes->items_huge);
     if (grown == NULL) return -1;
     changes->items = grown;
-    changes->cap = cap;
+    changes->cap = size / sizeof(hark__change);
   }
   if (changes->old_meta_count + old_metas > changes->old_meta_cap) {
     size_t cap = changes->old_meta_cap ? changes->old_meta_cap : 4;
@@ -303,7 +354,7 @@ void hark__changes_clear(hark__changes *changes) {
     free_entry(changes->state->pool, e);
   }
   for (size_t i = 0; i < changes->old_meta_count; i++) free(changes->old_metas[i]);
-  free(changes->items);
+  hark__free_large(changes->items, changes->cap * sizeof(hark__change), changes->items_huge);
   free(changes->old_metas);
   *changes = (hark__changes){0};
 }
@@ -454,10 +505,10 @@ static int reserve_tables(hark__state *state, size_t extra, uint32_t slot) {
 /* Allocates and links a new entry. `rec` is the topic's record, or NULL when
  * the topic has none yet. Returns the entry, or NULL when out of memory (the
  * state is unchanged). */
-static hark__entry *add_entry(hark__state *state, uint32_t slot, uint64_t owner, uint64_t counter,
-                              topic_rec *rec, const char *topic, size_t topic_len,
-                              uint64_t topic_hash, const char *key, size_t key_len,
-                              const char *meta, size_t meta_len) {
+static hark__entry *add_entry(hark__state *state, const entry_lookup *at, uint64_t counter,
+                              topic_rec *rec, const char *meta, size_t meta_len) {
+  uint32_t slot = at->slot;
+  size_t key_len = at->key_len;
   if (key_len > HARK__MAX_KEY_LEN || meta_len > UINT32_MAX) return NULL;
   if (reserve_tables(state, 1, slot) != 0) return NULL;
 
@@ -467,21 +518,21 @@ static hark__entry *add_entry(hark__state *state, uint32_t slot, uint64_t owner,
   e->block_units = size <= HARK__POOL_MAX_BLOCK
                        ? (uint8_t)((size + HARK__POOL_GRAIN - 1) / HARK__POOL_GRAIN)
                        : 0;
-  if (rec == NULL) rec = add_topic(state, topic, topic_len, topic_hash);
+  if (rec == NULL) rec = add_topic(state, at->topic, at->topic_len, at->topic_hash);
   if (rec == NULL) {
     hark__pool_free(state->pool, e, entry_block_size(e));
     return NULL;
   }
 
   e->topic = rec;
-  e->owner = owner;
+  e->owner = at->owner;
   e->counter = counter;
   e->slot = slot;
   e->key_len = (uint16_t)key_len;
   e->meta_len = (uint32_t)meta_len;
   e->flags = 0;
-  e->key_hash = key_hash(topic_hash, slot, owner, key, key_len);
-  if (key_len > 0) memcpy(e->key, key, key_len);
+  e->key_hash = at->key_hash;
+  if (key_len > 0) memcpy(e->key, at->key, key_len);
   e->meta = inline_meta(e);
   if (meta_len > 0) memcpy(e->meta, meta, meta_len);
   e->meta[meta_len] = '\0';
@@ -513,6 +564,10 @@ hark__state *hark__state_new(hark__rref self) {
   }
   state->slots[SELF].in_context = true;
   state->slots[SELF].status = HARK__STATUS_UP;
+  /* There are far fewer topics than entries in a tracker, so a sparse topic
+   * table costs little memory. It shortens the probes of every join and
+   * leave, whose slot lines are cold when the state is. */
+  state->topics.sparse = true;
   return state;
 }
 
@@ -560,22 +615,27 @@ hark__rref hark__state_self(const hark__state *state) {
 
 static hark__entry *find_own(const hark__state *state, uint64_t owner, const char *topic,
                              size_t topic_len, const char *key, size_t key_len) {
-  uint64_t hash = hark__hash_bytes(0, topic, topic_len);
-  return find_entry(state, find_topic(state, topic, topic_len, hash), SELF, owner, key, key_len);
+  entry_lookup at = make_lookup(SELF, owner, topic, topic_len, key, key_len);
+  prefetch_lookup(state, &at);
+  hark__entry *e = find_lookup(state, find_topic(state, topic, topic_len, at.topic_hash), &at);
+  /* Unlinking touches the entry's neighbours in the replica's list. */
+  if (e != NULL && e->replica_prev != NULL) __builtin_prefetch(e->replica_prev);
+  if (e != NULL && e->replica_next != NULL) __builtin_prefetch(e->replica_next);
+  return e;
 }
 
 int hark__state_join(hark__state *state, uint64_t owner, const char *topic, size_t topic_len,
                      const char *key, size_t key_len, const char *meta, size_t meta_len,
                      hark__changes *changes) {
   if (key_len > HARK__MAX_KEY_LEN) return HARK_EINVAL;
-  uint64_t hash = hark__hash_bytes(0, topic, topic_len);
-  topic_rec *rec = find_topic(state, topic, topic_len, hash);
-  if (find_entry(state, rec, SELF, owner, key, key_len)) return HARK_EALREADY;
+  entry_lookup at = make_lookup(SELF, owner, topic, topic_len, key, key_len);
+  prefetch_lookup(state, &at);
+  topic_rec *rec = find_topic(state, topic, topic_len, at.topic_hash);
+  if (find_lookup(state, rec, &at)) return HARK_EALREADY;
   if (changes_reserve(changes, 1, 0) != 0) return HARK_ENOMEM;
 
   uint64_t counter = state->slots[SELF].context + 1;
-  hark__entry *e = add_entry(state, SELF, owner, counter, rec, topic, topic_len, hash, key,
-                             key_len, meta, meta_len);
+  hark__entry *e = add_entry(state, &at, counter, rec, meta, meta_len);
   if (e == NULL) return HARK_ENOMEM;
 
   state->slots[SELF].context = counter;
@@ -1003,53 +1063,79 @@ static int overwrite_entry(merge_run *run, hark__entry *e, const hark__value_vie
   return 0;
 }
 
-/* Step 4: adds the joins. A join for a (topic, owner, key) that is already
- * stored replaces it when newer, and is dropped when older: the newer value
- * of one replica's entry always wins, whatever order data arrives in. */
 static void prefetch_table(const hark__table *table, uint32_t hash) {
   hark__table_prefetch(table, hash);
 }
 
-/* Starts loading the table slots that join `j` will probe. The tables are
- * far larger than the cache, so each probe is otherwise a memory stall. */
-static void prefetch_join(const merge_run *run, size_t j) {
+/* Computes the lookup of join `j` and starts loading the table slots that
+ * it will probe. The tables are far larger than the cache, so each probe is
+ * otherwise a memory stall. */
+static void prepare_join(const merge_run *run, size_t j, entry_lookup *at) {
   const hark__state *state = run->state;
   hark__value_view v;
   hark__delta_value_at(run->remote, run->joins[j], &v);
   uint32_t slot = (uint32_t)run->slot_of[run->remote->values[run->joins[j]].replica];
-  uint64_t topic_hash = hark__hash_bytes(0, v.topic, v.topic_len);
-  prefetch_table(&state->topics, topic_hash32(topic_hash));
-  prefetch_table(&state->by_key, key_hash(topic_hash, slot, v.owner, v.key, v.key_len));
+  *at = make_lookup(slot, v.owner, v.topic, v.topic_len, v.key, v.key_len);
+  prefetch_table(&state->topics, topic_hash32(at->topic_hash));
+  prefetch_table(&state->by_key, at->key_hash);
   prefetch_table(&state->by_tag, tag_hash(slot, v.counter));
 }
 
-#define PREFETCH_DISTANCE 8
+/* Starts loading the topic record that join `at` will compare, once its
+ * table slot has had time to arrive. */
+static void prefetch_join_topic(const merge_run *run, const entry_lookup *at) {
+  const hark__table *topics = &run->state->topics;
+  hark__table_iter it = hark__table_probe(topics, topic_hash32(at->topic_hash));
+  const topic_rec *rec = hark__table_next(topics, &it);
+  if (rec != NULL) {
+    __builtin_prefetch(rec);
+    __builtin_prefetch(&rec->tail);
+  }
+}
 
+/* The lookups of the next joins are computed PREFETCH_DISTANCE joins ahead
+ * and kept in a ring, so each join's hashes are computed once. */
+#define PREFETCH_DISTANCE 8
+#define TOPIC_PREFETCH_DISTANCE 4
+
+/* Step 4: adds the joins. A join for a (topic, owner, key) that is already
+ * stored replaces it when newer, and is dropped when older: the newer value
+ * of one replica's entry always wins, whatever order data arrives in. */
+static int apply_join(merge_run *run, size_t j, const entry_lookup *at) {
+  hark__state *state = run->state;
+  hark__value_view v;
+  hark__delta_value_at(run->remote, run->joins[j], &v);
+  if (v.key_len > HARK__MAX_KEY_LEN) return 0;
+  topic_rec *rec = find_topic(state, v.topic, v.topic_len, at->topic_hash);
+  hark__entry *existing = find_lookup(state, rec, at);
+
+  if (existing != NULL) {
+    if (existing->counter >= v.counter) return 0;
+    return overwrite_entry(run, existing, &v);
+  }
+  hark__entry *e = add_entry(state, at, v.counter, rec, v.meta, v.meta_len);
+  if (e == NULL) return -1;
+  changes_add(changes_for(run, at->slot), state, e, e->meta, e->meta_len, true);
+  return 0;
+}
 
 static int apply_joins(merge_run *run) {
   hark__state *state = run->state;
   /* Merged entries are never our own, so by_owner needs no room. */
   if (reserve_tables(state, run->join_count, SELF + 1) != 0) return -1;
 
-  for (size_t j = 0; j < run->join_count; j++) {
-    if (j + PREFETCH_DISTANCE < run->join_count) prefetch_join(run, j + PREFETCH_DISTANCE);
-    hark__value_view v;
-    hark__delta_value_at(run->remote, run->joins[j], &v);
-    uint32_t slot = (uint32_t)run->slot_of[run->remote->values[run->joins[j]].replica];
-    if (v.key_len > HARK__MAX_KEY_LEN) continue;
-    uint64_t hash = hark__hash_bytes(0, v.topic, v.topic_len);
-    topic_rec *rec = find_topic(state, v.topic, v.topic_len, hash);
-    hark__entry *existing = find_entry(state, rec, slot, v.owner, v.key, v.key_len);
+  entry_lookup ring[PREFETCH_DISTANCE];
+  size_t count = run->join_count;
+  for (size_t j = 0; j < count && j < PREFETCH_DISTANCE; j++) prepare_join(run, j, &ring[j]);
 
-    if (existing != NULL) {
-      if (existing->counter >= v.counter) continue;
-      if (overwrite_entry(run, existing, &v) != 0) return -1;
-      continue;
+  for (size_t j = 0; j < count; j++) {
+    size_t ahead = j + TOPIC_PREFETCH_DISTANCE;
+    if (ahead < count) prefetch_join_topic(run, &ring[ahead % PREFETCH_DISTANCE]);
+    entry_lookup at = ring[j % PREFETCH_DISTANCE];
+    if (j + PREFETCH_DISTANCE < count) {
+      prepare_join(run, j + PREFETCH_DISTANCE, &ring[j % PREFETCH_DISTANCE]);
     }
-    hark__entry *e = add_entry(state, slot, v.owner, v.counter, rec, v.topic, v.topic_len, hash,
-                               v.key, v.key_len, v.meta, v.meta_len);
-    if (e == NULL) return -1;
-    changes_add(changes_for(run, slot), state, e, e->meta, e->meta_len, true);
+    if (apply_join(run, j, &at) != 0) return -1;
   }
   return 0;
 }

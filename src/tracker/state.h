@@ -83,6 +83,7 @@ typedef struct hark__changes {
   char **old_metas;         /* replaced metas, freed with the list */
   size_t old_meta_count;
   size_t old_meta_cap;
+  bool items_huge; /* `items` is a block from hark__realloc_large's cache */
 } hark__changes;
 
 /* Views one change; `view->meta` is the change's meta. */

@@ -11,7 +11,8 @@
  * TLB, and filling a fresh table takes one page fault per 4 KiB. */
 #define HUGE_MIN_BYTES ((size_t)2 << 20)
 
-/* Returns `cap` zeroed slots, or NULL when out of memory. Free with free(). */
+/* Returns `cap` zeroed slots, or NULL when out of memory. Free with
+ * free_slots. */
 static hark__table_slot *alloc_slots(size_t cap) {
   size_t bytes = cap * sizeof(hark__table_slot);
   if (bytes < HUGE_MIN_BYTES) return calloc(cap, sizeof(hark__table_slot));
@@ -19,6 +20,12 @@ static hark__table_slot *alloc_slots(size_t cap) {
   hark__table_slot *slots = hark__alloc_huge(bytes);
   if (slots != NULL) memset(slots, 0, bytes);
   return slots;
+}
+
+static void free_slots(hark__table_slot *slots, size_t cap) {
+  size_t bytes = cap * sizeof(hark__table_slot);
+  if (bytes < HUGE_MIN_BYTES) free(slots);
+  else hark__free_huge(slots, bytes);
 }
 
 static int table_resize(hark__table *table, size_t cap) {
@@ -33,6 +40,8 @@ static int table_resize(hark__table *table, size_t cap) {
     slots[slot] = table->slots[i];
   }
 
+  /* A smaller array fits no later growth of this table, so it goes back to
+   * malloc rather than into the cache, where it would stay unused. */
   free(table->slots);
   table->slots = slots;
   table->cap = cap;
@@ -41,10 +50,11 @@ static int table_resize(hark__table *table, size_t cap) {
 
 int hark__table_reserve(hark__table *table, size_t extra) {
   size_t need = table->count + extra;
-  if (need * 5 <= table->cap * 4) return 0;
+  size_t max_load_num = table->sparse ? 1 : 4, max_load_den = table->sparse ? 2 : 5;
+  if (need * max_load_den <= table->cap * max_load_num) return 0;
 
   size_t cap = table->cap ? table->cap : 8;
-  while (need * 5 > cap * 4) cap *= 2;
+  while (need * max_load_den > cap * max_load_num) cap *= 2;
   return table_resize(table, cap);
 }
 
@@ -138,6 +148,6 @@ void hark__table_replace(hark__table *table, uint32_t hash, const void *old_ptr,
 }
 
 void hark__table_free(hark__table *table) {
-  free(table->slots);
-  *table = (hark__table){0};
+  free_slots(table->slots, table->cap);
+  *table = (hark__table){.sparse = table->sparse};
 }
