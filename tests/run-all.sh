@@ -4,9 +4,10 @@
 #
 # Suites: unit (ctest), unit-asan (the same tests built with AddressSanitizer
 # and UndefinedBehaviorSanitizer), e2e (Node.js with the phoenix client
-# against build/harkd), e2e-asan (the same against a sanitized harkd) and
-# browser (Chromium driven by playwright-core) and fuzz (each libFuzzer
-# target for FUZZ_SECONDS, 10 by default).
+# against build/harkd, which runs one worker thread per core), e2e-asan (the
+# same against a sanitized harkd), e2e-one-worker (build/harkd with
+# --workers 1), browser (Chromium driven by playwright-core) and fuzz (each
+# libFuzzer target for FUZZ_SECONDS, 10 by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 jobs=${JOBS:-2}
@@ -56,6 +57,9 @@ run_suite unit unit
 run_suite unit-asan unit_asan
 run_suite e2e e2e build
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 run_suite e2e-asan e2e build-asan
+# harkd defaults to one worker per core; this pass keeps the single-threaded
+# server covered whatever the machine.
+HARK_E2E_ARGS="--workers 1" run_suite e2e-one-worker e2e build
 run_suite browser browser
 run_suite fuzz fuzz
 
