@@ -242,7 +242,8 @@ static size_t replication_wire_size(const char *origin, size_t payload_len) {
       .dispatcher_len = strlen(TRACKER_DISPATCHER),
       .topic = SHARD_TOPIC,
       .topic_len = strlen(SHARD_TOPIC),
-      .msg = {TRACKER_EVENT, strlen(TRACKER_EVENT), NULL, payload_len, 1},
+      .msg = {.event = TRACKER_EVENT, .event_len = strlen(TRACKER_EVENT), .payload_len = payload_len,
+              .binary = 1},
   };
   size_t envelope = hark__envelope_size(&env);
   return 4 + bulk_size(7) + bulk_size(strlen(SHARD_CHANNEL)) + bulk_size(envelope);
