@@ -154,10 +154,16 @@ static int adapter_result(int rc) {
   return rc < 0 ? rc : HARK_EADAPTER;
 }
 
-/* Delivers on this instance and, in a group, on the other members. */
+/* Delivers on this instance and, in a group, on the other members. A
+ * message passed on from a dispatch may carry that broadcast's cache, which
+ * holds frames of another topic, so every new broadcast starts without
+ * one. */
 static void dispatch_everywhere(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
-                                size_t topic_len, const hark_message *msg,
+                                size_t topic_len, const hark_message *given,
                                 const hark_dispatcher *dispatcher, int uplink) {
+  hark_message fresh = *given;
+  fresh.cache = NULL;
+  const hark_message *msg = &fresh;
   if (ps->group != NULL)
     hark__group_dispatch(ps, from, topic, topic_len, msg, dispatcher, uplink, NULL);
   else

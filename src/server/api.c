@@ -1,6 +1,7 @@
 /* The HTTP API (/healthz, /api/broadcast) and the demo page's static files. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -111,14 +112,18 @@ done:
  *
  * The tracker and the Redis link live on the home worker. Another worker
  * passes a request for them to the home as a call, which computes the body
- * there and comes back to answer. The call has one owner at a time: the
- * home while it computes, then the worker. */
+ * there and comes back to answer. The call has two references: one for the
+ * waiting connection, dropped when the answer is given or the connection
+ * forgets it, and one for the trip, dropped where the trip ends. The home
+ * reads only the call's own copy of the config, since the worker's server
+ * may be gone by the time the home runs the call. */
 typedef enum api_call_kind { CALL_PRESENCE, CALL_CLUSTER } api_call_kind;
 
 struct hark_api_call {
+  atomic_uint refs;
   api_call_kind kind;
-  hark_conn *conn;               /* NULL once the connection closed; worker thread only */
-  const hark_server_config *config;
+  hark_conn *conn;               /* NULL once the connection forgot it; worker thread only */
+  hark_server_config config;     /* a copy; the objects it points to live as long as the process */
   hark_pubsub_group *group;
   unsigned worker;
   hark_buf topic;
@@ -141,39 +146,50 @@ static void respond_computed(hark_conn *conn, int ok, const hark_buf *body) {
   else hark_http_respond_error(conn, 503, "out of memory", NULL);
 }
 
-static void api_call_free(struct hark_api_call *call) {
+static void api_call_unref(struct hark_api_call *call) {
+  if (atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) != 1) return;
   hark_buf_free(&call->topic);
   hark_buf_free(&call->body);
   free(call);
 }
 
+/* The end of the trip, on the worker: answers the connection if it still
+ * waits. */
 static void run_answer(void *arg, int discard) {
   struct hark_api_call *call = arg;
   hark_conn *conn = call->conn;
   if (!discard && conn) {
     conn->answer = NULL;
+    call->conn = NULL;
     respond_computed(conn, call->ok, &call->body);
     hark_http_resume(conn);
+    api_call_unref(call);
   }
-  api_call_free(call);
+  api_call_unref(call);
 }
 
 static void run_on_home(void *arg, int discard) {
   struct hark_api_call *call = arg;
   if (discard) {
-    api_call_free(call);
+    api_call_unref(call);
     return;
   }
-  int rc = call->kind == CALL_PRESENCE ? build_presence(call->config, &call->topic, &call->body)
-                                       : build_cluster(call->config, &call->body);
+  int rc = call->kind == CALL_PRESENCE ? build_presence(&call->config, &call->topic, &call->body)
+                                       : build_cluster(&call->config, &call->body);
   call->ok = rc == 0;
-  if (hark_pubsub_group_post(call->group, call->worker, run_answer, call) != 0) api_call_free(call);
+  if (hark_pubsub_group_post(call->group, call->worker, run_answer, call) != 0) {
+    HARK_ERROR("api_answer_failed", "worker=%u error=\"the worker's queue refused it\"", call->worker);
+    api_call_unref(call);
+  }
 }
 
 void hark_api_forget_answer(hark_conn *conn) {
-  if (conn->answer) conn->answer->conn = NULL;
+  struct hark_api_call *call = conn->answer;
   conn->answer = NULL;
   conn->awaiting_answer = 0;
+  if (!call) return;
+  call->conn = NULL;
+  api_call_unref(call);
 }
 
 /* Answers from this worker when it is the home, or asks the home. Takes
@@ -195,12 +211,14 @@ static void answer_from_home(hark_conn *conn, api_call_kind kind, hark_buf *topi
     hark_http_respond_error(conn, 503, "out of memory", NULL);
     return;
   }
-  *call = (struct hark_api_call){.kind = kind, .conn = conn, .config = config,
+  *call = (struct hark_api_call){.kind = kind, .conn = conn, .config = *config,
                                  .group = hark_pubsub_group_of(conn->server->pubsub),
                                  .worker = conn->server->worker, .topic = *topic};
+  atomic_init(&call->refs, 2);
   *topic = (hark_buf){0};
   if (hark_pubsub_group_post(call->group, 0, run_on_home, call) != 0) {
-    api_call_free(call);
+    api_call_unref(call);
+    api_call_unref(call);
     hark_http_respond_error(conn, 503, "the home worker is not running", NULL);
     return;
   }

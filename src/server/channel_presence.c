@@ -233,13 +233,14 @@ static void call_free(presence_call *call) {
 
 static void run_call(void *arg, int discard);
 
-/* Posts `call` to `member`; on failure logs and frees it. */
-static void post_call(presence_call *call, unsigned member) {
+/* Posts `call` to `member`. On failure logs, frees it and returns -1. */
+static int post_call(presence_call *call, unsigned member) {
   int rc = hark_pubsub_group_post(call->group, member, run_call, call);
-  if (rc == 0) return;
+  if (rc == 0) return 0;
   HARK_ERROR("presence_call_failed", "kind=%d member=%u error=\"%s\"", (int)call->kind, member,
              hark_strerror(rc));
   call_free(call);
+  return -1;
 }
 
 /* On the home: lists the topic for the joiner, sends the list back, then
@@ -330,13 +331,12 @@ static int start_remote(hark_channel *ch, hark_presence_join *join) {
   ch->awaiting_state = 1;
 
   presence_call *call = call_new(ch, CALL_TRACK, join->key.data, join->key.len, join->meta);
-  if (!call) {
+  if (!call || post_call(call, 0) != 0) {
     ch->ticket = NULL;
     ch->awaiting_state = 0;
     ticket_unref(ticket);
     return -1;
   }
-  post_call(call, 0);
   return 0;
 }
 

@@ -393,9 +393,11 @@ void hark_http_on_data(hark_conn *conn, char *data, size_t len) {
 
 void hark_http_resume(hark_conn *conn) {
   conn->awaiting_answer = 0;
+  /* Reading restarts first: a connection that end_request finishes then
+   * lingers reading, and so sees the peer's FIN. */
+  hark_conn_resume_reading(conn);
   if (!end_request(conn)) return;
 
-  hark_conn_resume_reading(conn);
   hark_buf saved = conn->input;
   conn->input = (hark_buf){0};
   if (saved.len > 0) hark_http_on_data(conn, saved.data, saved.len);

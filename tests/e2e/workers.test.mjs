@@ -4,6 +4,7 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { Socket, Presence } from 'phoenix';
 import WebSocket from 'ws';
 import { startHarkd, waitFor } from './lib/harkd.mjs';
@@ -116,6 +117,28 @@ describe('workers', () => {
     sockets.forEach((ws) => ws.terminate());
     assert.equal(outcomes.filter((o) => o === 'open').length, 5);
     assert.equal(outcomes.filter((o) => o === 503).length, 5);
+  });
+
+  test('an answer from worker 0 with Connection: close ends the connection at once', async () => {
+    const server = await startHarkd(['--workers', '2', '--max-connections-per-ip', '3']);
+    cleanups.push(() => server.stop());
+    // Half of these land on worker 1, whose answer comes from worker 0. The
+    // server must close once the client closes its side too, not keep the
+    // connection for its 2 s linger: with at most 3 connections per address,
+    // lingering ones would turn the later requests into 503s.
+    for (let i = 0; i < 12; i++) {
+      const started = Date.now();
+      const text = await new Promise((resolve, reject) => {
+        const socket = net.connect(server.port, '127.0.0.1');
+        let received = '';
+        socket.on('data', (chunk) => { received += chunk.toString('latin1'); });
+        socket.on('end', () => { socket.end(); resolve(received); });
+        socket.on('error', reject);
+        socket.write('GET /api/cluster HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      });
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.ok(Date.now() - started < 1000, `request ${i} took ${Date.now() - started} ms to close`);
+    }
   });
 
   test('a second harkd cannot share the port', async () => {
