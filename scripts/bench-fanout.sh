@@ -8,7 +8,7 @@
 #   --quick           one run of each case, churn for 10 s
 #   --runs N          runs per case (3)
 #   --workers LIST    harkd worker counts to compare ("1 2"); the runs of the
-#                     counts alternate, so each count sees the same load
+#                     counts alternate, so each count runs under the same load
 #   --churn-seconds S length of the presence churn phase (60)
 #   --build-dir DIR   CMake build folder (build-release)
 #   --out DIR         CSV, logs and medians (build-release/bench-results)

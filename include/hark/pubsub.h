@@ -8,9 +8,9 @@
  * variants.
  *
  * Threading: an instance belongs to the libuv loop it was created on, and
- * every call must be made from that loop's thread. A node that runs several
- * loops, one per thread, joins one instance per loop into a group (see
- * hark_pubsub_group_create); the group then behaves as one node.
+ * every call must be made from that loop's thread. A node that runs one
+ * loop per thread joins one instance per loop into a group, which then
+ * behaves as one node (see hark_pubsub_group_create).
  *
  * Delivery is at-most-once and synchronous for local subscribers: every
  * dispatch has run when a broadcast call returns. */
@@ -34,8 +34,8 @@ typedef struct hark_subscriber hark_subscriber;
 /* Slots that the dispatchers on the threads of a group share for one
  * broadcast, so that work such as encoding a frame is done once per node
  * rather than once per thread. A dispatcher that finds a slot empty may
- * store a value with an atomic compare-and-swap; the value is released with
- * the dispatcher's `release` when the broadcast is done on every thread. */
+ * store a value with an atomic compare-and-swap. The dispatcher's `release`
+ * frees the value once the broadcast is done on every thread. */
 #define HARK_MESSAGE_CACHE_SLOTS 4
 typedef struct hark_message_cache {
   _Atomic(void *) slots[HARK_MESSAGE_CACHE_SLOTS];
@@ -147,10 +147,10 @@ typedef struct hark_pubsub_options {
 
 /* A group joins instances on several threads of one process into one node.
  * A broadcast on any member reaches the subscribers of every member, through
- * each member's loop: members that have no subscriber for the topic are not
+ * each member's loop, and members without a subscriber to the topic are not
  * woken. Messages from one member reach another in the order they were
- * sent. Calls that reach other nodes from a member other than 0 are passed
- * to member 0 and return 0 at once; member 0 logs an adapter error.
+ * sent. A member other than 0 passes calls that reach other nodes to member
+ * 0 and returns 0 at once, so member 0 logs any adapter error.
  *
  * Creates a group of `members` instances (1 to 64). Returns 0, HARK_EINVAL
  * or HARK_ENOMEM. */

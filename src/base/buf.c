@@ -5,16 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-int hark_buf_reserve(hark_buf *buf, size_t extra) {
-  if (buf->cap - buf->len >= extra) return 0;
-
-  size_t need = buf->len + extra;
-  if (need < buf->len) return -1;
-  size_t cap = buf->cap ? buf->cap : 64;
+int hark_buf_grow_capacity(size_t cap, size_t need, size_t *out) {
+  if (cap == 0) cap = 64;
   while (cap < need) {
     if (cap > SIZE_MAX / 2) return -1;
     cap *= 2;
   }
+  *out = cap;
+  return 0;
+}
+
+int hark_buf_reserve(hark_buf *buf, size_t extra) {
+  if (buf->cap - buf->len >= extra) return 0;
+
+  size_t need = buf->len + extra;
+  size_t cap;
+  if (need < buf->len || hark_buf_grow_capacity(buf->cap, need, &cap) != 0) return -1;
 
   char *data = realloc(buf->data, cap);
   if (!data) return -1;

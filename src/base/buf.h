@@ -16,6 +16,11 @@ typedef struct hark_buf {
   size_t cap;
 } hark_buf;
 
+/* Computes the capacity a buffer of capacity `cap` grows to for `need`
+ * bytes: doubling, from 64 bytes for an empty one. Returns 0 with *out set,
+ * or -1 when the size would overflow. */
+int hark_buf_grow_capacity(size_t cap, size_t need, size_t *out);
+
 /* Makes room for `extra` more bytes. Returns 0, or -1 when out of memory. */
 int hark_buf_reserve(hark_buf *buf, size_t extra);
 int hark_buf_append(hark_buf *buf, const void *data, size_t len);

@@ -225,7 +225,7 @@ static void log_security_mode(const harkd *d) {
 
 /* The body of a worker thread: its own loop, pubsub member and server on
  * the shared port. It reports its start through w->ready, then serves until
- * the main thread asks it to stop. */
+ * the main thread tells it to stop. */
 static void worker_main(void *arg) {
   harkd_worker *w = arg;
   hark_pubsub_options pubsub_options = {.node_name = w->d->options.node_name, .pool_size = 1,

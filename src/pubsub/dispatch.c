@@ -156,7 +156,7 @@ static int adapter_result(int rc) {
 
 /* Delivers on this instance and, in a group, on the other members. A
  * message passed on from a dispatch may carry that broadcast's cache, which
- * holds frames of another topic, so every new broadcast starts without
+ * contains frames of another topic, so every new broadcast starts without
  * one. */
 static void dispatch_everywhere(hark_pubsub *ps, const hark_subscriber *from, const char *topic,
                                 size_t topic_len, const hark_message *given,

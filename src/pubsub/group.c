@@ -34,8 +34,7 @@ typedef struct interest {
 typedef struct member {
   hark_pubsub_group *group;
   unsigned index;
-  hark_pubsub *ps;  /* NULL before create and after destroy */
-  int open;         /* the mailbox is initialized and not closed */
+  hark_pubsub *ps;  /* set while the mailbox is open: after join, before leave */
   int claimed;      /* an instance joined as this member; never reset after leave */
   hark_mailbox mailbox;
 } member;
@@ -113,7 +112,7 @@ unsigned hark_pubsub_group_member(const hark_pubsub *ps) {
 
 /* ---- The interest map ---- */
 
-/* Returns the slot that holds, or would hold, the topic's record. */
+/* Returns the slot that contains, or would contain, the topic's record. */
 static interest **interest_slot(hark_pubsub_group *group, const char *topic, size_t len,
                                 uint64_t hash) {
   interest **link = &group->buckets[hash & (group->bucket_count - 1)];
@@ -193,7 +192,7 @@ static void run_user_call(void *ctx, void *arg, int discard) {
 /* Posts to a member with the lock held. Returns 0, HARK_EINVAL when the
  * member is gone, or HARK_ENOMEM. */
 static int post_locked(member *m, hark_mail_fn fn, void *arg) {
-  if (m->ps == NULL || !m->open) return HARK_EINVAL;
+  if (m->ps == NULL) return HARK_EINVAL;
   return hark_mailbox_post(&m->mailbox, fn, m, arg) == 0 ? HARK_OK : HARK_ENOMEM;
 }
 
@@ -233,8 +232,8 @@ static void run_topic_change(void *ctx, void *arg, int discard) {
 }
 
 /* Tells member 0's adapter that the node as a whole gained or lost its
- * interest in a topic. Posted under the lock, even by member 0 itself, so
- * the adapter sees the changes in the order they happened. */
+ * interest in a topic. Every change is posted under the lock, even by
+ * member 0 itself, so the adapter gets them in the order they happened. */
 static void post_topic_change(hark_pubsub_group *group, const char *topic, size_t len, int added) {
   member *home = &group->members[0];
   if (home->ps == NULL || !home->ps->has_adapter) return;
@@ -442,10 +441,10 @@ int hark__group_join(hark_pubsub *ps, hark_pubsub_group *group, unsigned index) 
   /* `claimed` reserves the index while the mailbox is made, so two instances
    * can never join as the same member. */
   pthread_mutex_lock(&group->lock);
-  int taken = m->claimed;
+  int already_claimed = m->claimed;
   m->claimed = 1;
   pthread_mutex_unlock(&group->lock);
-  if (taken) return HARK_EEXIST;
+  if (already_claimed) return HARK_EEXIST;
   if (hark_mailbox_init(&m->mailbox, ps->loop) != 0) {
     pthread_mutex_lock(&group->lock);
     m->claimed = 0;
@@ -455,7 +454,6 @@ int hark__group_join(hark_pubsub *ps, hark_pubsub_group *group, unsigned index) 
 
   pthread_mutex_lock(&group->lock);
   m->ps = ps;
-  m->open = 1;
   pthread_mutex_unlock(&group->lock);
   ps->group = group;
   ps->group_member = index;
@@ -490,7 +488,6 @@ void hark__group_leave(hark_pubsub *ps) {
 
   pthread_mutex_lock(&group->lock);
   m->ps = NULL;
-  m->open = 0;
   drop_interests_locked(group, UINT64_C(1) << ps->group_member);
   pthread_mutex_unlock(&group->lock);
 

@@ -108,15 +108,14 @@ done:
   hark_buf_free(&event);
 }
 
-/* ---- Answers from the home worker ----
+/* ---- Responses built on the home worker ----
  *
  * The tracker and the Redis link live on the home worker. Another worker
- * passes a request for them to the home as a call, which computes the body
- * there and comes back to answer. The call has two references: one for the
- * waiting connection, dropped when the answer is given or the connection
- * forgets it, and one for the trip, dropped where the trip ends. The home
- * reads only the call's own copy of the config, since the worker's server
- * may be gone by the time the home runs the call. */
+ * posts such a request to the home as a call, and the home builds the body
+ * and posts the call back for the response. The call has two references:
+ * one for the waiting connection and one for the round trip. The home reads
+ * only the call's copy of the config, because the worker's server may be
+ * freed before the home runs the call. */
 typedef enum api_call_kind { CALL_PRESENCE, CALL_CLUSTER } api_call_kind;
 
 struct hark_api_call {
@@ -141,6 +140,14 @@ static int build_presence(const hark_server_config *config, const hark_buf *topi
   return rc;
 }
 
+/* Builds the body of a presence or cluster request. Runs on the home
+ * worker. Returns 0 or -1 (out of memory). */
+static int build_body(api_call_kind kind, const hark_server_config *config, const hark_buf *topic,
+                      hark_buf *body) {
+  if (kind == CALL_PRESENCE) return build_presence(config, topic, body);
+  return build_cluster(config, body);
+}
+
 static void respond_computed(hark_conn *conn, int ok, const hark_buf *body) {
   if (ok) hark_http_respond(conn, 200, "application/json", body->data, body->len, NULL);
   else hark_http_respond_error(conn, 503, "out of memory", NULL);
@@ -153,13 +160,13 @@ static void api_call_unref(struct hark_api_call *call) {
   free(call);
 }
 
-/* The end of the trip, on the worker: answers the connection if it still
- * waits. */
-static void run_answer(void *arg, int discard) {
+/* Ends the round trip on the worker: sends the response if the connection
+ * still waits for it. */
+static void run_response(void *arg, int discard) {
   struct hark_api_call *call = arg;
   hark_conn *conn = call->conn;
   if (!discard && conn) {
-    conn->answer = NULL;
+    conn->pending_call = NULL;
     call->conn = NULL;
     respond_computed(conn, call->ok, &call->body);
     hark_http_resume(conn);
@@ -174,32 +181,29 @@ static void run_on_home(void *arg, int discard) {
     api_call_unref(call);
     return;
   }
-  int rc = call->kind == CALL_PRESENCE ? build_presence(&call->config, &call->topic, &call->body)
-                                       : build_cluster(&call->config, &call->body);
-  call->ok = rc == 0;
-  if (hark_pubsub_group_post(call->group, call->worker, run_answer, call) != 0) {
-    HARK_ERROR("api_answer_failed", "worker=%u error=\"the worker's queue refused it\"", call->worker);
+  call->ok = build_body(call->kind, &call->config, &call->topic, &call->body) == 0;
+  if (hark_pubsub_group_post(call->group, call->worker, run_response, call) != 0) {
+    HARK_ERROR("api_response_failed", "worker=%u error=\"the worker's mailbox rejected the call\"", call->worker);
     api_call_unref(call);
   }
 }
 
-void hark_api_forget_answer(hark_conn *conn) {
-  struct hark_api_call *call = conn->answer;
-  conn->answer = NULL;
-  conn->awaiting_answer = 0;
+void hark_api_cancel_pending(hark_conn *conn) {
+  struct hark_api_call *call = conn->pending_call;
+  conn->pending_call = NULL;
+  conn->awaiting_response = 0;
   if (!call) return;
   call->conn = NULL;
   api_call_unref(call);
 }
 
-/* Answers from this worker when it is the home, or asks the home. Takes
- * over `topic`. */
-static void answer_from_home(hark_conn *conn, api_call_kind kind, hark_buf *topic) {
+/* Builds the response on this worker when it is the home, or posts a call
+ * to the home. Takes over `topic`. */
+static void respond_from_home(hark_conn *conn, api_call_kind kind, hark_buf *topic) {
   const hark_server_config *config = &conn->server->config;
   if (conn->server->is_home) {
     hark_buf body = {0};
-    int rc = kind == CALL_PRESENCE ? build_presence(config, topic, &body) : build_cluster(config, &body);
-    respond_computed(conn, rc == 0, &body);
+    respond_computed(conn, build_body(kind, config, topic, &body) == 0, &body);
     hark_buf_free(&body);
     hark_buf_free(topic);
     return;
@@ -207,6 +211,7 @@ static void answer_from_home(hark_conn *conn, api_call_kind kind, hark_buf *topi
 
   struct hark_api_call *call = calloc(1, sizeof *call);
   if (!call) {
+    HARK_ERROR("out_of_memory", "conn=%llu what=api_call", (unsigned long long)conn->id);
     hark_buf_free(topic);
     hark_http_respond_error(conn, 503, "out of memory", NULL);
     return;
@@ -217,13 +222,15 @@ static void answer_from_home(hark_conn *conn, api_call_kind kind, hark_buf *topi
   atomic_init(&call->refs, 2);
   *topic = (hark_buf){0};
   if (hark_pubsub_group_post(call->group, 0, run_on_home, call) != 0) {
+    HARK_ERROR("api_call_failed", "conn=%llu worker=%u error=\"worker 0 is not running\"",
+               (unsigned long long)conn->id, call->worker);
     api_call_unref(call);
     api_call_unref(call);
     hark_http_respond_error(conn, 503, "the home worker is not running", NULL);
     return;
   }
-  conn->answer = call;
-  conn->awaiting_answer = 1;
+  conn->pending_call = call;
+  conn->awaiting_response = 1;
 }
 
 /* GET /api/presence/TOPIC: the topic's presences, {} for an unknown topic.
@@ -240,7 +247,7 @@ static void handle_presence(hark_conn *conn, const char *encoded, size_t encoded
     hark_buf_free(&topic);
     return;
   }
-  answer_from_home(conn, CALL_PRESENCE, &topic);
+  respond_from_home(conn, CALL_PRESENCE, &topic);
 }
 
 static void append_replica(void *ctx, unsigned shard, const char *name, uint64_t vsn,
@@ -302,7 +309,7 @@ static int build_cluster(const hark_server_config *config, hark_buf *out) {
 
 static void handle_cluster(hark_conn *conn) {
   hark_buf none = {0};
-  answer_from_home(conn, CALL_CLUSTER, &none);
+  respond_from_home(conn, CALL_CLUSTER, &none);
 }
 
 static const char *content_type_for(const char *name) {

@@ -195,9 +195,9 @@ void hark_channel_presence_discard(hark_presence_join *join) {
  * and `ch` leads back to the channel. Calls go to the home and replies come
  * back through the pubsub group, in order, so the presence_state of a join
  * reaches the channel before the presence_diff of its own track. Every
- * presence_diff also comes from the home, through the same queue, so a diff
- * that reaches the channel before its state is already part of that state;
- * the fastlane drops those (awaiting_state). No call blocks the worker:
+ * presence_diff also comes from the home, through the same queue. A diff
+ * that reaches the channel before its state is already part of that state,
+ * so the fastlane drops it (awaiting_state). No call blocks the worker:
  * each is a post to the home's mailbox. */
 struct hark_presence_ticket {
   atomic_uint refs;              /* the channel's, plus one per call in flight */
@@ -384,9 +384,14 @@ const char *hark_channel_presence_update(hark_channel *ch, const char *payload, 
   if (!meta) return reason;
   int rc = 0;
   if (ch->ticket) {
+    /* NOTE: the reply is ok once the call is posted. The home applies it
+     * later, and a failure there is only logged. */
     presence_call *call = call_new(ch, CALL_UPDATE, ch->presence_key, ch->presence_key_len, meta);
-    if (call) post_call(call, 0);
-    else rc = HARK_ENOMEM;
+    if (call) {
+      post_call(call, 0);
+    } else {
+      rc = HARK_ENOMEM;
+    }
   } else {
     rc = hark_presence_update(ch->conn->server->config.presence, &ch->sub, ch->topic,
                               ch->topic_len, ch->presence_key, ch->presence_key_len, meta,
@@ -400,9 +405,14 @@ void hark_channel_presence_leave(hark_channel *ch) {
   if (!ch->presence_key) return;
   if (ch->ticket) {
     presence_call *call = call_new(ch, CALL_UNTRACK, NULL, 0, NULL);
-    if (call) post_call(call, 0);
-    else HARK_ERROR("presence_untrack_failed", "conn=%llu error=\"out of memory\"",
-                    (unsigned long long)ch->conn->id);
+    /* NOTE: when this call cannot be made (out of memory), the presence
+     * stays on the home until the process restarts. */
+    if (call) {
+      post_call(call, 0);
+    } else {
+      HARK_ERROR("presence_untrack_failed", "conn=%llu error=\"out of memory\"",
+                 (unsigned long long)ch->conn->id);
+    }
     ch->ticket->ch = NULL;
     ticket_unref(ch->ticket);
     ch->ticket = NULL;

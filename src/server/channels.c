@@ -92,7 +92,7 @@ static void channel_remove(hark_conn *conn, hark_channel *ch) {
   free(ch);
 }
 
-/* One allocation holds the channel, its topic and its join_ref. */
+/* One allocation contains the channel, its topic and its join_ref. */
 static hark_channel *channel_add(hark_conn *conn, hark_span topic, hark_span join_ref) {
   hark_channel *ch = calloc(1, sizeof *ch + topic.len + 1 + join_ref.len);
   if (!ch) return NULL;

@@ -71,9 +71,9 @@ typedef struct hark_conn {
   unsigned ip_counted : 1;               /* counted in the shared ip_counts */
   unsigned dirty : 1;                    /* on the server's dirty list */
   unsigned close_after_response : 1;
-  /* The request is answered by another worker: reading is paused, and
-   * `answer` (owned by the call in flight) leads back here. */
-  unsigned awaiting_answer : 1;
+  /* Worker 0 builds the response to the current request: reading is
+   * paused, and `pending_call` (counted by the call) leads back here. */
+  unsigned awaiting_response : 1;
   unsigned writing : 1;
   unsigned shutdown_after_write : 1;     /* half-close once output is written */
   unsigned shutdown_started : 1;         /* uv_shutdown was called */
@@ -93,7 +93,7 @@ typedef struct hark_conn {
 
   /* HTTP state; NULL once upgraded. */
   hark_http_request *request;
-  struct hark_api_call *answer;
+  struct hark_api_call *pending_call;
 
   /* WebSocket state. */
   hark_ws_parser ws;
@@ -198,8 +198,8 @@ const char *hark_conn_peer(const hark_conn *conn);
  * payloads are unmasked in place. */
 void hark_conn_feed(hark_conn *conn, char *data, size_t len);
 
-/* Stops and restarts reading from the socket, for a request that waits for
- * an answer from another worker. */
+/* Stop and restart reading from the socket, while worker 0 builds the
+ * response to a request. */
 void hark_conn_pause_reading(hark_conn *conn);
 void hark_conn_resume_reading(hark_conn *conn);
 
@@ -220,8 +220,8 @@ void hark_http_settings_init(llhttp_settings_t *settings);
 int hark_http_start(hark_conn *conn);
 void hark_http_free(hark_conn *conn);
 void hark_http_on_data(hark_conn *conn, char *data, size_t len);
-/* Goes on after the answer to a request that set awaiting_answer was
- * queued: ends the request and parses the input that followed it. */
+/* Ends a request that set awaiting_response once its response is queued,
+ * then parses the input that followed it. */
 void hark_http_resume(hark_conn *conn);
 int hark_http_respond(hark_conn *conn, int status, const char *content_type, const char *body,
                       size_t body_len, const char *extra_headers);
@@ -251,8 +251,8 @@ int hark_api_key_accepted(hark_conn *conn, const char *path, size_t len);
 
 /* The HTTP API and static files (api.c); returns 1 when a route matched. */
 int hark_api_route(hark_conn *conn, int method, const char *path, size_t path_len);
-/* Forgets the answer a closing connection was waiting for. */
-void hark_api_forget_answer(hark_conn *conn);
+/* Drops the pending call of a closing connection; its response is discarded. */
+void hark_api_cancel_pending(hark_conn *conn);
 
 /* WebSocket (websocket.c). */
 void hark_ws_upgrade(hark_conn *conn, const char *path, size_t path_len, const char *query,

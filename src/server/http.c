@@ -334,8 +334,8 @@ static void handle_request(hark_conn *conn, char *rest, size_t rest_len) {
     hark_http_respond_error(conn, 404, "not found", NULL);
 }
 
-/* Ends the request that was just answered. Returns 1 when the next one may
- * be parsed. */
+/* Ends the request whose response was just queued. Returns 1 when the next
+ * one may be parsed. */
 static int end_request(hark_conn *conn) {
   if (conn->state != HARK_CONN_HTTP) return 0;
   if (conn->close_after_response || conn->overflowed) {
@@ -347,9 +347,9 @@ static int end_request(hark_conn *conn) {
   return 1;
 }
 
-/* A request whose answer comes from another worker: reading stops, and the
+/* A request whose response comes from worker 0: reading stops, and the
  * bytes after the request wait in conn->input until hark_http_resume. */
-static void wait_for_answer(hark_conn *conn, const char *rest, size_t rest_len) {
+static void wait_for_response(hark_conn *conn, const char *rest, size_t rest_len) {
   hark_conn_pause_reading(conn);
   hark_buf saved = {0};
   if (rest_len > 0 && hark_buf_append(&saved, rest, rest_len) != 0) {
@@ -376,8 +376,8 @@ void hark_http_on_data(hark_conn *conn, char *data, size_t len) {
     len -= used;
     conn->close_after_response = !llhttp_should_keep_alive(&request->parser);
     handle_request(conn, data, len);
-    if (conn->awaiting_answer) {
-      wait_for_answer(conn, data, len);
+    if (conn->awaiting_response) {
+      wait_for_response(conn, data, len);
       return;
     }
 
@@ -392,9 +392,9 @@ void hark_http_on_data(hark_conn *conn, char *data, size_t len) {
 }
 
 void hark_http_resume(hark_conn *conn) {
-  conn->awaiting_answer = 0;
-  /* Reading restarts first: a connection that end_request finishes then
-   * lingers reading, and so sees the peer's FIN. */
+  conn->awaiting_response = 0;
+  /* Reading restarts first, because a connection that end_request finishes
+   * lingers reading until the peer's FIN arrives. */
   hark_conn_resume_reading(conn);
   if (!end_request(conn)) return;
 

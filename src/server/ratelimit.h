@@ -14,12 +14,14 @@ typedef struct hark_token_bucket {
   uint64_t last_ms;
 } hark_token_bucket;
 
+/* The largest burst: the counts are kept in 32 bits, since every connection
+ * has a bucket. */
+#define HARK_TOKEN_BURST_MAX (UINT32_MAX / 1000)
+
 /* Starts a full bucket at `now_ms`: `burst` messages may come at once, then
  * `rate_per_s` per second. A rate of 0 allows everything. A burst below 1 is
- * raised to 1, so a positive rate never blocks every message, and a burst
- * above HARK_TOKEN_BURST_MAX is lowered to it, so the counts fit 32 bits
- * (every connection has a bucket). */
-#define HARK_TOKEN_BURST_MAX (UINT32_MAX / 1000)
+ * raised to 1, so a positive rate never blocks every message. A burst above
+ * HARK_TOKEN_BURST_MAX is lowered to it. */
 void hark_token_bucket_init(hark_token_bucket *bucket, uint32_t rate_per_s, uint32_t burst,
                             uint64_t now_ms);
 

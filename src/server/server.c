@@ -166,7 +166,7 @@ void hark_conn_abort(hark_conn *conn) {
 
   HARK_DEBUG("connection_closed", "conn=%llu peer=%s", (unsigned long long)conn->id, hark_conn_peer(conn));
   hark_channels_leave_all(conn);
-  hark_api_forget_answer(conn);
+  hark_api_cancel_pending(conn);
   hark_http_free(conn);
   if (conn->ip_counted) ip_count_remove(conn->server, &conn->ip);
   conn->ip_counted = 0;
@@ -206,9 +206,9 @@ void hark_conn_finish(hark_conn *conn) {
   conn->state = HARK_CONN_CLOSING;
   conn->closing_since_ms = hark_now_ms(conn->server);
   hark_channels_leave_all(conn);
-  if (conn->awaiting_answer) {
+  if (conn->awaiting_response) {
     /* The linger reads what the peer still sends. */
-    hark_api_forget_answer(conn);
+    hark_api_cancel_pending(conn);
     hark_conn_resume_reading(conn);
   }
 
@@ -606,10 +606,10 @@ static int bind_reuse_port(uv_tcp_t *listener, const struct sockaddr *addr) {
   return rc;
 }
 
-/* Binds the listener. A worker's socket shares its port with the others;
- * the first worker first binds the port without sharing, so that a port
- * another process holds fails with EADDRINUSE instead of being shared with
- * it, and port 0 becomes a real port for every worker. */
+/* Binds the listener. Workers share one port, and the first worker binds it
+ * once without sharing. So a port bound by another process fails with
+ * EADDRINUSE instead of being shared, and port 0 becomes one real port for
+ * every worker. */
 static int bind_listener(hark_server *server, struct sockaddr_storage *addr) {
   if (!server->config.shared) return uv_tcp_bind(&server->listener, (struct sockaddr *)addr, 0);
 

@@ -66,13 +66,9 @@ static int reserve_bytes(hark__delta *delta, size_t extra) {
   hark_buf *buf = &delta->bytes;
   if (buf->cap - buf->len >= extra) return 0;
   size_t need = buf->len + extra;
-  if (need < buf->len) return -1;
+  size_t cap;
+  if (need < buf->len || hark_buf_grow_capacity(buf->cap, need, &cap) != 0) return -1;
 
-  size_t cap = buf->cap ? buf->cap : 64;
-  while (cap < need) {
-    if (cap > SIZE_MAX / 2) return -1;
-    cap *= 2;
-  }
   char *data = hark__realloc_large(buf->data, buf->cap, buf->len, &cap, &delta->bytes_huge);
   if (data == NULL) return -1;
   buf->data = data;

@@ -83,10 +83,10 @@ void hark__table_replace(hark__table *table, uint32_t hash, const void *old_ptr,
 
 void hark__table_free(hark__table *table);
 
-/* Starts loading the slot where a probe for `hash` begins, for a caller that
- * knows which lookups come next. It is forced inline because GCC 12 at -O2
- * deleted the calls of an out-of-line prefetch helper in its early dead-code
- * pass, as if the helper had no side effects. */
+/* Starts loading the slot where a probe for `hash` begins, ahead of a
+ * lookup the caller makes next. It is forced inline because GCC 12 at -O2
+ * removed the calls to an out-of-line prefetch helper as dead code (seen in
+ * -fdump-tree-all and objdump output). */
 __attribute__((always_inline)) static inline void hark__table_prefetch(const hark__table *table,
                                                                     uint32_t hash) {
   if (table->cap > 0) __builtin_prefetch(&table->slots[hash & (table->cap - 1)]);

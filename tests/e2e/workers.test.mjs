@@ -1,6 +1,7 @@
 // End-to-end tests of harkd with several worker threads: connections land on
 // every worker, broadcasts and presence cross between them, the HTTP API
-// answers the same from every worker, and the process-wide limits hold.
+// returns the same data from every worker, and the limits count the whole
+// process.
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -119,13 +120,13 @@ describe('workers', () => {
     assert.equal(outcomes.filter((o) => o === 503).length, 5);
   });
 
-  test('an answer from worker 0 with Connection: close ends the connection at once', async () => {
+  test('Connection: close API request closes promptly', async () => {
     const server = await startHarkd(['--workers', '2', '--max-connections-per-ip', '3']);
     cleanups.push(() => server.stop());
-    // Half of these land on worker 1, whose answer comes from worker 0. The
-    // server must close once the client closes its side too, not keep the
-    // connection for its 2 s linger: with at most 3 connections per address,
-    // lingering ones would turn the later requests into 503s.
+    // About half of these land on worker 1, whose response body is built on
+    // worker 0. The server must close as soon as the client closes its side,
+    // not after its 2 s linger. With at most 3 connections per address,
+    // lingering connections would turn the later requests into 503s.
     for (let i = 0; i < 12; i++) {
       const started = Date.now();
       const text = await new Promise((resolve, reject) => {

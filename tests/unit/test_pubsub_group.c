@@ -3,8 +3,8 @@
  *
  * The main thread drives every test. It runs code on a member's thread with
  * hark_pubsub_group_post and waits for it with a latch. To learn that a
- * member has run every message from another member, it asks that other
- * member to post a call after its messages. Every wait is bounded, and each
+ * member has run every message from another member, it makes that other
+ * member post a call after its messages. Every wait is bounded, and each
  * loop has a watchdog timer, so a broken build fails rather than hangs. */
 #include <setjmp.h>
 #include <stdarg.h>
