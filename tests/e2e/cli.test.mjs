@@ -158,6 +158,9 @@ describe('harkd command line', () => {
       [['--max-channels', 'many'], 'many'],
       [['--max-body-bytes', '1k'], '1k'],
       [['--log-level', 'loud'], 'loud'],
+      [['--workers', '0'], '--workers'],
+      [['--workers', '65'], '65'],
+      [['--workers', 'all'], 'all'],
       [['--listen'], '--listen'],
     ];
     for (const [args, mention] of cases) {
